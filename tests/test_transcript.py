@@ -1,0 +1,195 @@
+"""What each role receives, read off the transcript of a real (small-key) training run."""
+
+from __future__ import annotations
+
+import secrets
+import struct
+
+import gmpy2
+import numpy as np
+import pytest
+
+from protocols import get_backend
+from protocols.backend import SecretKey
+from protocols.transport import InMemoryTransport
+from tests.conftest import TEST_KEY_BITS
+from tests.reference import make_blocks
+from vfl.messages import (
+    REGISTRY,
+    EncryptedPartialScores,
+    EncryptedResidual,
+    MaskedGradient,
+)
+from vfl.plan import TrainingPlan
+from vfl.roles import ActiveParty, Coordinator, PassiveParty
+from vfl.runner import run_session
+
+
+class _PlainAddActiveParty(ActiveParty):
+    """The flawed variant the issue warns about: the label term added as a plaintext."""
+
+    def _add_label_term(self, total, term):
+        return self._key().add_plain(total, term)
+
+
+def _train(passives=("retailer",), active_cls=ActiveParty, n=300, epochs=2):
+    dims = {"bank": 3, "retailer": 4, "telco": 2}
+    blocks, y = make_blocks(n, {k: dims[k] for k in ("bank", *passives)}, seed=7)
+    plan = TrainingPlan(
+        coordinator="c", active="bank", passives=passives, n_samples=n, batch_size=100,
+        max_iter=epochs, tol=0.0, learning_rate=0.1, l2=0.0, optimizer="adam", seed=1,
+        backend="paillier", key_bits=TEST_KEY_BITS,
+    )
+    secret_key = get_backend("paillier").generate_secret_key(TEST_KEY_BITS)
+    roles = {
+        "c": Coordinator("c", plan, secret_key, secrets.token_bytes(16)),
+        "bank": active_cls("bank", blocks["bank"], y, plan),
+    }
+    for name in passives:
+        roles[name] = PassiveParty(name, blocks[name], plan)
+    transport = InMemoryTransport(roles, keep_payloads=True)
+    run_session(roles, (roles["c"], roles["c"].start()), transport, REGISTRY)
+    return roles, transport.transcript, blocks, y, plan, secret_key
+
+
+@pytest.fixture(scope="module")
+def run():
+    from protocols.testing import insecure_keys_allowed
+
+    with insecure_keys_allowed():
+        yield _train(passives=("retailer", "telco"))
+
+
+def test_each_role_receives_only_its_message_types(run):
+    roles, transcript, *_ = run
+    received: dict[str, set[str]] = {}
+    for entry in transcript:
+        received.setdefault(entry.receiver, set()).add(entry.message_type)
+    passive_allowed = {
+        "PublicKeyAnnouncement", "RoundStart", "EncryptedResidual", "MaskedGradientDecryption",
+        "TrainingComplete",
+    }
+    assert received["retailer"] <= passive_allowed
+    assert received["telco"] <= passive_allowed
+    assert received["c"] == {"MaskedGradient", "EncryptedLoss"}
+    assert received["bank"] <= passive_allowed - {"EncryptedResidual"} | {
+        "EncryptedPartialScores", "EncryptedCrossTerm",
+    }
+    # every entry has the metadata the issue asks for
+    assert all(e.size_bytes == len(e.payload) and e.round_index >= 0 for e in transcript)
+
+
+def test_only_the_coordinator_holds_a_secret_key(run):
+    roles, transcript, *_ = run
+
+    def holds_secret(obj, depth=0):
+        if isinstance(obj, SecretKey):
+            return True
+        if depth > 2:
+            return False
+        values = vars(obj).values() if hasattr(obj, "__dict__") else []
+        if isinstance(obj, dict):
+            values = obj.values()
+        elif isinstance(obj, (list, tuple)):
+            values = obj
+        return any(holds_secret(v, depth + 1) for v in values)
+
+    assert holds_secret(roles["c"])
+    for name in ("bank", "retailer", "telco"):
+        assert not holds_secret(roles[name])
+    # the announced public key carries n and h_s only: header + 3 * (key_bits / 8) bytes
+    announcement = next(e for e in transcript if e.message_type == "PublicKeyAnnouncement")
+    message = REGISTRY.decode(announcement.payload).message
+    assert len(message.public_key) == 5 + 3 * TEST_KEY_BITS // 8
+
+
+def test_coordinator_decrypts_only_uniformly_masked_gradients(run):
+    roles, transcript, _, _, _, secret_key = run
+    key = secret_key.public_key
+    n = int(key.n)
+    sizes = []
+    for entry in transcript:
+        if entry.message_type != "MaskedGradient":
+            continue
+        vector = key.ciphertext_from_bytes(REGISTRY.decode(entry.payload).message.values)
+        raw = secret_key.decrypt_masked(vector)
+        width = TEST_KEY_BITS // 8
+        header = len(raw) - vector.size * width
+        values = [int.from_bytes(raw[header + i * width : header + (i + 1) * width], "big")
+                  for i in range(vector.size)]
+        sizes += [v.bit_length() for v in values]
+        assert all(0 <= v < n for v in values)
+    # unmasked gradients at scale 2^64 are below 2^90; masked ones are uniform in Z_n
+    assert len(sizes) > 20
+    assert min(sizes) > TEST_KEY_BITS - 40
+
+
+def test_no_raw_feature_or_label_bytes_cross(run):
+    roles, transcript, blocks, y, *_ = run
+    frames = b"".join(e.payload for e in transcript)
+    for block in blocks.values():
+        for value in block[:20].ravel():
+            for encoded in (struct.pack(">d", value), struct.pack("<d", value),
+                            struct.pack(">q", int(round(value * 2**32)))):
+                assert encoded not in frames
+    assert y.astype(">f8").tobytes()[:64] not in frames
+    assert y.astype("<f8").tobytes()[:64] not in frames
+    assert y.astype(np.uint8).tobytes()[:64] not in frames
+
+
+def _strip_own_scores(roles, transcript, passive):
+    """The curious passive party divides its own [[u]] out of the [[4d]] it receives and
+    tries to read the rest as a deterministic encoding 1 + k n. Returns k or None per sample."""
+    key = roles[passive].public_key
+    n, n2 = int(key.n), key.nsquare
+    sent = {e.round_index: REGISTRY.decode(e.payload).message
+            for e in transcript if e.sender == passive and e.message_type == "EncryptedPartialScores"}
+    got = {e.round_index: REGISTRY.decode(e.payload).message
+           for e in transcript if e.receiver == passive and e.message_type == "EncryptedResidual"}
+    recovered = {}
+    for round_index, residual_msg in got.items():
+        own = key.ciphertext_from_bytes(sent[round_index].scores)
+        residual = key.ciphertext_from_bytes(residual_msg.residual)
+        values = []
+        for c_d, c_u in zip(residual.values, own.values):
+            quotient = c_d * gmpy2.invert(c_u, n2) % n2
+            if (quotient - 1) % n:
+                values.append(None)
+                continue
+            k = int((quotient - 1) // n)
+            values.append((k - n if k > n // 2 else k) / 2**32)
+        recovered[round_index] = values
+    return recovered
+
+
+def test_passive_party_cannot_strip_its_own_ciphertext(small_keys):
+    roles, transcript, _, y, plan, _ = _train(passives=("retailer",))
+    recovered = _strip_own_scores(roles, transcript, "retailer")
+    assert recovered and all(v is None for values in recovered.values() for v in values)
+
+
+def test_the_attack_works_against_a_plaintext_add(small_keys):
+    # Control: the same attack reads every label when the label term is added as plaintext.
+    roles, transcript, _, y, plan, _ = _train(passives=("retailer",), active_cls=_PlainAddActiveParty)
+    recovered = _strip_own_scores(roles, transcript, "retailer")
+    first_round = min(recovered)
+    rows = plan.batch_indices(0, 0)
+    # in round 1 the bank's weights are zero, so the readable term is exactly 2 - 4y
+    np.testing.assert_allclose(recovered[first_round], 2.0 - 4.0 * y[rows], atol=1e-9)
+
+
+def test_ciphertexts_sent_are_fresh(run):
+    roles, transcript, *_ = run
+    key = roles["retailer"].public_key
+    seen: set[int] = set()
+    for entry in transcript:
+        message = REGISTRY.decode(entry.payload).message
+        if isinstance(message, (EncryptedPartialScores, MaskedGradient)):
+            field = message.scores if isinstance(message, EncryptedPartialScores) else message.values
+            for c in key.ciphertext_from_bytes(field).values:
+                assert int(c) not in seen  # no ciphertext is ever repeated
+                seen.add(int(c))
+        if isinstance(message, EncryptedResidual):
+            # what a passive party receives shares no ciphertext with what it sent
+            for c in key.ciphertext_from_bytes(message.residual).values:
+                assert int(c) not in seen
