@@ -13,7 +13,7 @@ the masked ciphertext to the coordinator, receives a :class:`MaskedPlaintext` an
 from __future__ import annotations
 
 import abc
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -32,13 +32,13 @@ class CiphertextVector(abc.ABC):
         return self.size
 
 
-class Mask(abc.ABC):
+class Mask:
     """The secret a party keeps to unmask what the coordinator decrypts for it."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} (secret)>"
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> str | tuple[Any, ...]:
         raise TypeError("masks are secret and cannot be pickled")
 
 
@@ -92,7 +92,7 @@ class PublicKey(abc.ABC):
 
     @abc.abstractmethod
     def unmask(self, masked: bytes, mask: Mask) -> np.ndarray:
-        """Remove ``mask`` from what the coordinator decrypted (see ``SecretKey.decrypt_masked``)."""
+        """Remove ``mask`` from the coordinator's ``SecretKey.decrypt_masked`` output."""
 
     @abc.abstractmethod
     def to_bytes(self) -> bytes:
@@ -124,7 +124,7 @@ class SecretKey(abc.ABC):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} (secret)>"
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> str | tuple[Any, ...]:
         raise TypeError("secret keys cannot be pickled or copied")
 
     def __copy__(self) -> SecretKey:

@@ -64,7 +64,7 @@ _MP_HEADER = struct.Struct(">2sBI")
 class PaillierCiphertextVector(CiphertextVector):
     """Ciphertexts ``c_i`` in ``Z_{n^2}`` sharing one fixed-point ``scale_bits``."""
 
-    __slots__ = ("values", "scale_bits", "fingerprint")
+    __slots__ = ("fingerprint", "scale_bits", "values")
 
     def __init__(self, values: list[gmpy2.mpz], scale_bits: int, fingerprint: bytes) -> None:
         self.values = values
@@ -80,7 +80,7 @@ class PaillierCiphertextVector(CiphertextVector):
 
 
 class _PaillierMask(Mask):
-    __slots__ = ("values", "scale_bits")
+    __slots__ = ("scale_bits", "values")
 
     def __init__(self, values: list[int], scale_bits: int) -> None:
         self.values = values
@@ -243,7 +243,8 @@ class PaillierPublicKey(PublicKey):
         encoded = self._encode(values, scale_bits, "values to encrypt")
         n, n2 = self.n, self.nsquare
         factors = self._random_factors(len(encoded))
-        return self._wrap([(1 + (m % n) * n) * r % n2 for m, r in zip(encoded, factors)], scale_bits)
+        values = [(1 + (m % n) * n) * r % n2 for m, r in zip(encoded, factors)]
+        return self._wrap(values, scale_bits)
 
     def _rescaled(self, a: PaillierCiphertextVector, scale_bits: int) -> PaillierCiphertextVector:
         if a.scale_bits == scale_bits:

@@ -95,8 +95,9 @@ class MessageRegistry:
         type_id = cls.TYPE_ID
         if not 0 < type_id < 2**16 or type_id in self._by_id:
             raise TypeError(f"{cls.__name__}: type id {type_id} invalid or already used")
+        kinds = _field_kinds(cls)  # may raise: register nothing in that case
         self._by_id[type_id] = cls
-        self._kinds[cls] = _field_kinds(cls)
+        self._kinds[cls] = kinds
         return cls
 
     def types(self) -> Iterable[type[Message]]:

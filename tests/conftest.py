@@ -12,9 +12,7 @@ from protocols.testing import insecure_keys_allowed
 #: Key size for tests: small keys are fast and only usable inside the test-only switch.
 TEST_KEY_BITS = 512
 
-_SHARED = Path(
-    os.environ.get("VFL_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared")
-)
+_SHARED = Path(os.environ.get("VFL_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
 DEFAULT_CREDIT = _SHARED / "data" / "default_credit"
 
 
@@ -33,4 +31,3 @@ def default_credit() -> tuple[pd.DataFrame, pd.DataFrame]:
     guest = pd.read_csv(DEFAULT_CREDIT / "guest.csv", dtype={"id": str})
     host = pd.read_csv(DEFAULT_CREDIT / "host.csv", dtype={"id": str})
     return guest, host
-

@@ -145,8 +145,14 @@ def test_label_leak_guard(small_keys, batch_size):
 
 @pytest.mark.parametrize(
     ("param", "value"),
-    [("max_iter", 0), ("batch_size", 0), ("learning_rate", -1.0), ("optimizer", "lbfgs"),
-     ("backend", "rsa"), ("key_bits", 2000)],
+    [
+        ("max_iter", 0),
+        ("batch_size", 0),
+        ("learning_rate", -1.0),
+        ("optimizer", "lbfgs"),
+        ("backend", "rsa"),
+        ("key_bits", 2000),
+    ],
 )
 def test_bad_parameters(small_keys, param, value):
     frames, y = _frames()

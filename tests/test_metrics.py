@@ -1,4 +1,4 @@
-"""Tests for vfl.metrics: agreement with scikit-learn on random data (with ties) and input checks."""
+"""vfl.metrics: agreement with scikit-learn on random data (with ties) and input checks."""
 
 from __future__ import annotations
 

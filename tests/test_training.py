@@ -25,9 +25,19 @@ from vfl.runner import run_session
 
 def _run_roles(blocks, y, passives, *, optimizer, epochs, batch_size, lr, l2, seed):
     plan = TrainingPlan(
-        coordinator="c", active="bank", passives=passives, n_samples=len(y),
-        batch_size=batch_size, max_iter=epochs, tol=0.0, learning_rate=lr, l2=l2,
-        optimizer=optimizer, seed=seed, backend="paillier", key_bits=TEST_KEY_BITS,
+        coordinator="c",
+        active="bank",
+        passives=passives,
+        n_samples=len(y),
+        batch_size=batch_size,
+        max_iter=epochs,
+        tol=0.0,
+        learning_rate=lr,
+        l2=l2,
+        optimizer=optimizer,
+        seed=seed,
+        backend="paillier",
+        key_bits=TEST_KEY_BITS,
     )
     secret_key = get_backend("paillier").generate_secret_key(TEST_KEY_BITS)
     roles = {
@@ -50,8 +60,15 @@ def test_encrypted_training_equals_plaintext(small_keys, passives, optimizer):
     kwargs = dict(epochs=4, batch_size=100, lr=0.1, l2=0.01, seed=11)
     roles = _run_roles(blocks, y, passives, optimizer=optimizer, **kwargs)
     w, b, history = taylor_train(
-        blocks, y, "bank", lr=kwargs["lr"], epochs=kwargs["epochs"],
-        batch_size=kwargs["batch_size"], l2=kwargs["l2"], optimizer=optimizer, seed=kwargs["seed"],
+        blocks,
+        y,
+        "bank",
+        lr=kwargs["lr"],
+        epochs=kwargs["epochs"],
+        batch_size=kwargs["batch_size"],
+        l2=kwargs["l2"],
+        optimizer=optimizer,
+        seed=kwargs["seed"],
     )
     for name in ("bank", *passives):
         np.testing.assert_allclose(roles[name].coef, w[name], atol=1e-6, rtol=0)
@@ -66,7 +83,11 @@ def test_tol_stops_training(small_keys):
     blocks, y = make_blocks(400, {"bank": 3, "retailer": 3}, seed=5)
     frames = {k: pd.DataFrame(v).add_prefix(f"{k}_") for k, v in blocks.items()}
     model = VerticalLogisticRegression(
-        key_bits=TEST_KEY_BITS, max_iter=30, batch_size=100, learning_rate=0.1, tol=1e-3,
+        key_bits=TEST_KEY_BITS,
+        max_iter=30,
+        batch_size=100,
+        learning_rate=0.1,
+        tol=1e-3,
         random_state=0,
     ).fit(frames, pd.Series(y), label_party="bank")
     assert model.converged_ and model.n_iter_ < 30
@@ -94,6 +115,7 @@ def test_synthetic_auc_close_to_sklearn(small_keys):
         key_bits=TEST_KEY_BITS, max_iter=8, batch_size=256, learning_rate=0.05, random_state=0
     ).fit(train, y.iloc[rows_train], label_party="bank")
     federated = roc_auc_score(y.iloc[rows_test], model.predict_proba(test)[:, 1])
+
     # scikit-learn on the joined columns, with the same per-party preprocessing
     def joined(split):
         return np.hstack([model.models_[k].features(split[k].drop(columns="id")) for k in split])

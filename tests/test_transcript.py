@@ -36,9 +36,19 @@ def _train(passives=("retailer",), active_cls=ActiveParty, n=300, epochs=2):
     dims = {"bank": 3, "retailer": 4, "telco": 2}
     blocks, y = make_blocks(n, {k: dims[k] for k in ("bank", *passives)}, seed=7)
     plan = TrainingPlan(
-        coordinator="c", active="bank", passives=passives, n_samples=n, batch_size=100,
-        max_iter=epochs, tol=0.0, learning_rate=0.1, l2=0.0, optimizer="adam", seed=1,
-        backend="paillier", key_bits=TEST_KEY_BITS,
+        coordinator="c",
+        active="bank",
+        passives=passives,
+        n_samples=n,
+        batch_size=100,
+        max_iter=epochs,
+        tol=0.0,
+        learning_rate=0.1,
+        l2=0.0,
+        optimizer="adam",
+        seed=1,
+        backend="paillier",
+        key_bits=TEST_KEY_BITS,
     )
     secret_key = get_backend("paillier").generate_secret_key(TEST_KEY_BITS)
     roles = {
@@ -66,14 +76,18 @@ def test_each_role_receives_only_its_message_types(run):
     for entry in transcript:
         received.setdefault(entry.receiver, set()).add(entry.message_type)
     passive_allowed = {
-        "PublicKeyAnnouncement", "RoundStart", "EncryptedResidual", "MaskedGradientDecryption",
+        "PublicKeyAnnouncement",
+        "RoundStart",
+        "EncryptedResidual",
+        "MaskedGradientDecryption",
         "TrainingComplete",
     }
     assert received["retailer"] <= passive_allowed
     assert received["telco"] <= passive_allowed
     assert received["c"] == {"MaskedGradient", "EncryptedLoss"}
     assert received["bank"] <= passive_allowed - {"EncryptedResidual"} | {
-        "EncryptedPartialScores", "EncryptedCrossTerm",
+        "EncryptedPartialScores",
+        "EncryptedCrossTerm",
     }
     # every entry has the metadata the issue asks for
     assert all(e.size_bytes == len(e.payload) and e.round_index >= 0 for e in transcript)
@@ -115,8 +129,10 @@ def test_coordinator_decrypts_only_uniformly_masked_gradients(run):
         raw = secret_key.decrypt_masked(vector)
         width = TEST_KEY_BITS // 8
         header = len(raw) - vector.size * width
-        values = [int.from_bytes(raw[header + i * width : header + (i + 1) * width], "big")
-                  for i in range(vector.size)]
+        values = [
+            int.from_bytes(raw[header + i * width : header + (i + 1) * width], "big")
+            for i in range(vector.size)
+        ]
         sizes += [v.bit_length() for v in values]
         assert all(0 <= v < n for v in values)
     # unmasked gradients at scale 2^64 are below 2^90; masked ones are uniform in Z_n
@@ -129,8 +145,11 @@ def test_no_raw_feature_or_label_bytes_cross(run):
     frames = b"".join(e.payload for e in transcript)
     for block in blocks.values():
         for value in block[:20].ravel():
-            for encoded in (struct.pack(">d", value), struct.pack("<d", value),
-                            struct.pack(">q", int(round(value * 2**32)))):
+            for encoded in (
+                struct.pack(">d", value),
+                struct.pack("<d", value),
+                struct.pack(">q", int(round(value * 2**32))),
+            ):
                 assert encoded not in frames
     assert y.astype(">f8").tobytes()[:64] not in frames
     assert y.astype("<f8").tobytes()[:64] not in frames
@@ -142,10 +161,16 @@ def _strip_own_scores(roles, transcript, passive):
     tries to read the rest as a deterministic encoding 1 + k n. Returns k or None per sample."""
     key = roles[passive].public_key
     n, n2 = int(key.n), key.nsquare
-    sent = {e.round_index: REGISTRY.decode(e.payload).message
-            for e in transcript if e.sender == passive and e.message_type == "EncryptedPartialScores"}
-    got = {e.round_index: REGISTRY.decode(e.payload).message
-           for e in transcript if e.receiver == passive and e.message_type == "EncryptedResidual"}
+    sent = {
+        e.round_index: REGISTRY.decode(e.payload).message
+        for e in transcript
+        if e.sender == passive and e.message_type == "EncryptedPartialScores"
+    }
+    got = {
+        e.round_index: REGISTRY.decode(e.payload).message
+        for e in transcript
+        if e.receiver == passive and e.message_type == "EncryptedResidual"
+    }
     recovered = {}
     for round_index, residual_msg in got.items():
         own = key.ciphertext_from_bytes(sent[round_index].scores)
@@ -170,7 +195,9 @@ def test_passive_party_cannot_strip_its_own_ciphertext(small_keys):
 
 def test_the_attack_works_against_a_plaintext_add(small_keys):
     # Control: the same attack reads every label when the label term is added as plaintext.
-    roles, transcript, _, y, plan, _ = _train(passives=("retailer",), active_cls=_PlainAddActiveParty)
+    roles, transcript, _, y, plan, _ = _train(
+        passives=("retailer",), active_cls=_PlainAddActiveParty
+    )
     recovered = _strip_own_scores(roles, transcript, "retailer")
     first_round = min(recovered)
     rows = plan.batch_indices(0, 0)
@@ -185,7 +212,9 @@ def test_ciphertexts_sent_are_fresh(run):
     for entry in transcript:
         message = REGISTRY.decode(entry.payload).message
         if isinstance(message, (EncryptedPartialScores, MaskedGradient)):
-            field = message.scores if isinstance(message, EncryptedPartialScores) else message.values
+            field = (
+                message.scores if isinstance(message, EncryptedPartialScores) else message.values
+            )
             for c in key.ciphertext_from_bytes(field).values:
                 assert int(c) not in seen  # no ciphertext is ever repeated
                 seen.add(int(c))

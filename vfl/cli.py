@@ -23,37 +23,54 @@ __all__ = ["main"]
 
 
 def _model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", default="paillier", choices=["paillier"],
-                        help="homomorphic encryption scheme (default: paillier)")
-    parser.add_argument("--key-bits", type=int, default=2048,
-                        help="key size in bits (default: 2048)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed for data, split and mini-batches (default: 0)")
+    parser.add_argument(
+        "--backend",
+        default="paillier",
+        choices=["paillier"],
+        help="homomorphic encryption scheme (default: paillier)",
+    )
+    parser.add_argument(
+        "--key-bits", type=int, default=2048, help="key size in bits (default: 2048)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed for data, split and mini-batches (default: 0)"
+    )
     parser.add_argument("--max-iter", type=int, default=8, help="epochs (default: 8)")
     parser.add_argument("--batch-size", type=int, default=256, help="mini-batch size")
     parser.add_argument("--learning-rate", type=float, default=0.05)
     parser.add_argument("--l2", type=float, default=1e-3, help="ridge penalty")
     parser.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    parser.add_argument("--test-size", type=float, default=0.3,
-                        help="share of aligned rows held out for evaluation (default: 0.3)")
+    parser.add_argument(
+        "--test-size",
+        type=float,
+        default=0.3,
+        help="share of aligned rows held out for evaluation (default: 0.3)",
+    )
     parser.add_argument("--report", type=Path, help="write the report as JSON to this file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="vfl", description="Vertical federated logistic regression with homomorphic encryption."
+        prog="vfl",
+        description="Vertical federated logistic regression with homomorphic encryption.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo", help="synthetic bank + retailer: PSI, encrypted training, evaluation"
     )
-    demo.add_argument("--rows", type=int, default=3000,
-                      help="customers generated per federation (default: 3000)")
+    demo.add_argument(
+        "--rows", type=int, default=3000, help="customers generated per federation (default: 3000)"
+    )
     _model_args(demo)
     train = commands.add_parser("train", help="PSI + encrypted training on your CSV files")
-    train.add_argument("--party", action="append", required=True, metavar="NAME=PATH",
-                       help="a party's CSV file (repeat for every party)")
+    train.add_argument(
+        "--party",
+        action="append",
+        required=True,
+        metavar="NAME=PATH",
+        help="a party's CSV file (repeat for every party)",
+    )
     train.add_argument("--label-party", required=True, help="the party holding the labels")
     train.add_argument("--label-column", required=True, help="binary 0/1 label column")
     train.add_argument("--id-column", default="id", help="customer ID column (default: id)")
@@ -92,9 +109,15 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     from vfl.pipeline import format_report, run_pipeline
 
     params = dict(
-        backend=args.backend, key_bits=args.key_bits, max_iter=args.max_iter,
-        batch_size=args.batch_size, learning_rate=args.learning_rate, l2=args.l2,
-        optimizer=args.optimizer, test_size=args.test_size, seed=args.seed,
+        backend=args.backend,
+        key_bits=args.key_bits,
+        max_iter=args.max_iter,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        l2=args.l2,
+        optimizer=args.optimizer,
+        test_size=args.test_size,
+        seed=args.seed,
         verbose=not args.quiet,
     )
     started = time.perf_counter()
@@ -103,14 +126,26 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 
         data = make_bank_retailer(args.rows, seed=args.seed)
         frames = {"bank": data.bank, "retailer": data.retailer}
-        print(f"synthetic federation: bank {len(data.bank)} rows, retailer "
-              f"{len(data.retailer)} rows; {args.key_bits}-bit {args.backend} keys")
-        report = run_pipeline(frames, label_party="bank", label_column=data.label_column,
-                              id_column=data.id_column, **params)
+        print(
+            f"synthetic federation: bank {len(data.bank)} rows, retailer "
+            f"{len(data.retailer)} rows; {args.key_bits}-bit {args.backend} keys"
+        )
+        report = run_pipeline(
+            frames,
+            label_party="bank",
+            label_column=data.label_column,
+            id_column=data.id_column,
+            **params,
+        )
     else:
         frames = _read_parties(args.party, args.id_column)
-        report = run_pipeline(frames, label_party=args.label_party,
-                              label_column=args.label_column, id_column=args.id_column, **params)
+        report = run_pipeline(
+            frames,
+            label_party=args.label_party,
+            label_column=args.label_column,
+            id_column=args.id_column,
+            **params,
+        )
     report["total_seconds"] = time.perf_counter() - started
     print(format_report(report))
     print(f"total {report['total_seconds']:.1f} s")

@@ -35,8 +35,20 @@ __all__ = ["VerticalLogisticRegression", "COORDINATOR"]
 
 COORDINATOR = "coordinator"
 _PARAMS = (
-    "backend", "key_bits", "learning_rate", "max_iter", "batch_size", "l2", "optimizer", "tol",
-    "random_state", "allow_small_batches", "categorical", "strict", "id_column", "verbose",
+    "backend",
+    "key_bits",
+    "learning_rate",
+    "max_iter",
+    "batch_size",
+    "l2",
+    "optimizer",
+    "tol",
+    "random_state",
+    "allow_small_batches",
+    "categorical",
+    "strict",
+    "id_column",
+    "verbose",
     "keep_payloads",
 )
 
@@ -207,8 +219,11 @@ class VerticalLogisticRegression:
             raise ParameterError(f"max_iter must be a positive int, got {self.max_iter!r}")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ParameterError(f"batch_size must be a positive int, got {self.batch_size!r}")
-        if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0
-                and math.isfinite(self.learning_rate)):
+        if not (
+            isinstance(self.learning_rate, (int, float))
+            and self.learning_rate > 0
+            and math.isfinite(self.learning_rate)
+        ):
             raise ParameterError(f"learning_rate must be positive, got {self.learning_rate!r}")
         if self.categorical is not None and not isinstance(self.categorical, Mapping):
             raise ParameterError("categorical must be a dict {party: [columns]}")
@@ -254,16 +269,28 @@ class VerticalLogisticRegression:
         )
         passives = tuple(name for name in frames if name != label_party)
         plan = TrainingPlan(
-            coordinator=COORDINATOR, active=label_party, passives=passives, n_samples=n_rows,
-            batch_size=self.batch_size, max_iter=self.max_iter, tol=float(self.tol),
-            learning_rate=float(self.learning_rate), l2=float(self.l2), optimizer=self.optimizer,
-            seed=seed, backend=self.backend, key_bits=self.key_bits,
+            coordinator=COORDINATOR,
+            active=label_party,
+            passives=passives,
+            n_samples=n_rows,
+            batch_size=self.batch_size,
+            max_iter=self.max_iter,
+            tol=float(self.tol),
+            learning_rate=float(self.learning_rate),
+            l2=float(self.l2),
+            optimizer=self.optimizer,
+            seed=seed,
+            backend=self.backend,
+            key_bits=self.key_bits,
         )
         for name, matrix in matrices.items():
             check_batch_guard(plan, matrix.shape[1], name, self.allow_small_batches)
         coordinator = Coordinator(COORDINATOR, plan, secret_key, secrets.token_bytes(16))
         active = ActiveParty(
-            label_party, matrices[label_party], y, plan,
+            label_party,
+            matrices[label_party],
+            y,
+            plan,
             allow_small_batches=self.allow_small_batches,
         )
         roles: dict[str, Any] = {COORDINATOR: coordinator, label_party: active}
@@ -277,7 +304,10 @@ class VerticalLogisticRegression:
         started = time.perf_counter()
         try:
             run_session(
-                roles, (coordinator, coordinator.start()), transport, REGISTRY,
+                roles,
+                (coordinator, coordinator.start()),
+                transport,
+                REGISTRY,
                 on_message=progress.update,
             )
         finally:
@@ -297,9 +327,7 @@ class VerticalLogisticRegression:
         self.parties_ = tuple(frames)
         self.coef_ = {name: model.coef.copy() for name, model in self.models_.items()}
         self.intercept_ = float(active.intercept)
-        self.feature_names_ = {
-            name: list(p.feature_names_) for name, p in preprocessors.items()
-        }
+        self.feature_names_ = {name: list(p.feature_names_) for name, p in preprocessors.items()}
         self.n_iter_ = coordinator.n_iter
         self.converged_ = coordinator.converged
         self.history_ = list(coordinator.history)
@@ -327,12 +355,19 @@ class VerticalLogisticRegression:
         secret_key = backend.generate_secret_key(self.key_bits)
         passives = tuple(name for name in self.parties_ if name != self.label_party_)
         plan = ScoringPlan(
-            coordinator=COORDINATOR, active=self.label_party_, passives=passives, n_rows=n_rows,
-            backend=self.backend, key_bits=self.key_bits,
+            coordinator=COORDINATOR,
+            active=self.label_party_,
+            passives=passives,
+            n_rows=n_rows,
+            backend=self.backend,
+            key_bits=self.key_bits,
         )
         active_model = self.models_[self.label_party_]
         active = ActiveScorer(
-            self.label_party_, plan, matrices[self.label_party_], active_model.coef,
+            self.label_party_,
+            plan,
+            matrices[self.label_party_],
+            active_model.coef,
             active_model.intercept,
         )
         coordinator = ScoringCoordinator(COORDINATOR, plan, secret_key, secrets.token_bytes(16))
@@ -427,8 +462,10 @@ class _Progress:
             self._bar.update(done - self._seen)
             self._seen = done
             if self._coordinator.history:
-                self._bar.set_postfix(epoch=len(self._coordinator.history),
-                                      loss=f"{self._coordinator.history[-1]:.4f}")
+                self._bar.set_postfix(
+                    epoch=len(self._coordinator.history),
+                    loss=f"{self._coordinator.history[-1]:.4f}",
+                )
 
     def close(self) -> None:
         if self._bar is not None:

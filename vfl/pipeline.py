@@ -24,7 +24,7 @@ def _split(n_rows: int, test_size: float, seed: int) -> tuple[np.ndarray, np.nda
     if not 0.0 < test_size < 1.0:
         raise ParameterError(f"test_size must be between 0 and 1, got {test_size}")
     order = np.random.default_rng(seed).permutation(n_rows)
-    n_test = int(round(n_rows * test_size))
+    n_test = round(n_rows * test_size)
     if n_test < 1 or n_test >= n_rows:
         raise DataError(f"{n_rows} aligned rows are too few for test_size={test_size}")
     return np.sort(order[n_test:]), np.sort(order[:n_test])
@@ -109,8 +109,10 @@ def run_pipeline(
         "n_aligned": n_aligned,
         "n_train": int(train_rows.size),
         "n_test": int(test_rows.size),
-        "parties": {name: int(f.shape[1]) - (1 if id_column in f.columns else 0)
-                    for name, f in features.items()},
+        "parties": {
+            name: int(f.shape[1]) - (1 if id_column in f.columns else 0)
+            for name, f in features.items()
+        },
         "label_party": label_party,
         "backend": model.backend,
         "key_bits": model.key_bits,
@@ -132,12 +134,21 @@ def format_report(report: Mapping[str, Any]) -> str:
     """A small table of the three models for the terminal."""
     label = report["label_party"]
     rows = [
-        (f"federated ({report['backend']}, {report['key_bits']}-bit)", report,
-         report["seconds_per_epoch"]),
-        (f"{label} only (plaintext)", report["label_party_only"],
-         report["label_party_only"]["seconds_per_epoch"]),
-        ("centralized (plaintext)", report["centralized"],
-         report["centralized"]["seconds_per_epoch"]),
+        (
+            f"federated ({report['backend']}, {report['key_bits']}-bit)",
+            report,
+            report["seconds_per_epoch"],
+        ),
+        (
+            f"{label} only (plaintext)",
+            report["label_party_only"],
+            report["label_party_only"]["seconds_per_epoch"],
+        ),
+        (
+            "centralized (plaintext)",
+            report["centralized"],
+            report["centralized"]["seconds_per_epoch"],
+        ),
     ]
     width = max(len(r[0]) for r in rows)
     lines = [

@@ -239,7 +239,10 @@ class _Party(_Role):
             return True
         if self.state is _State.IDLE and isinstance(envelope.message, TrainingComplete):
             self._expect(
-                sender, envelope, (TrainingComplete,), (self.plan.coordinator,),
+                sender,
+                envelope,
+                (TrainingComplete,),
+                (self.plan.coordinator,),
                 self.round_index + 1,
             )
             self.n_iter = envelope.message.n_iter
@@ -249,7 +252,9 @@ class _Party(_Role):
         return False
 
     def _start_round(self, sender: str, envelope: Envelope) -> tuple[int, int]:
-        self._expect(sender, envelope, (RoundStart,), (self.plan.coordinator,), self.round_index + 1)
+        self._expect(
+            sender, envelope, (RoundStart,), (self.plan.coordinator,), self.round_index + 1
+        )
         message = envelope.message
         assert isinstance(message, RoundStart)
         expected = _round_of(self.plan, message.epoch, message.batch)
@@ -274,7 +279,11 @@ class PassiveParty(_Party):
     """
 
     def __init__(
-        self, name: str, features: np.ndarray, plan: TrainingPlan, *,
+        self,
+        name: str,
+        features: np.ndarray,
+        plan: TrainingPlan,
+        *,
         allow_small_batches: bool = False,
     ) -> None:
         if name not in plan.passives:
@@ -294,17 +303,18 @@ class PassiveParty(_Party):
             key = self._key()
             rows = self.plan.batch_indices(epoch, batch)
             scores = self._scores(rows)
-            message = EncryptedPartialScores(
+            scores_message = EncryptedPartialScores(
                 scores=key.ciphertext_to_bytes(key.encrypt(scores)),
                 squared_sum=key.ciphertext_to_bytes(key.encrypt([float(scores @ scores)])),
             )
             self._batch, self._own_scores = rows, scores
             self.round_index = envelope.round_index
             self.state = _State.WAIT_RESIDUAL
-            return [Outgoing(self.plan.active, message, self.round_index)]
+            return [Outgoing(self.plan.active, scores_message, self.round_index)]
         if self.state is _State.WAIT_RESIDUAL:
-            self._expect(sender, envelope, (EncryptedResidual,), (self.plan.active,),
-                         self.round_index)
+            self._expect(
+                sender, envelope, (EncryptedResidual,), (self.plan.active,), self.round_index
+            )
             message = envelope.message
             assert isinstance(message, EncryptedResidual)
             residual = self._load_ciphertext(sender, envelope, message.residual, self._batch.size)
@@ -329,8 +339,13 @@ class PassiveParty(_Party):
             self.state = _State.WAIT_GRADIENT
             return out
         if self.state is _State.WAIT_GRADIENT:
-            self._expect(sender, envelope, (MaskedGradientDecryption,), (self.plan.coordinator,),
-                         self.round_index)
+            self._expect(
+                sender,
+                envelope,
+                (MaskedGradientDecryption,),
+                (self.plan.coordinator,),
+                self.round_index,
+            )
             self._apply_gradient(sender, envelope)
             self.state = _State.IDLE
             return []
@@ -345,7 +360,12 @@ class ActiveParty(_Party):
     """
 
     def __init__(
-        self, name: str, features: np.ndarray, labels: np.ndarray, plan: TrainingPlan, *,
+        self,
+        name: str,
+        features: np.ndarray,
+        labels: np.ndarray,
+        plan: TrainingPlan,
+        *,
         allow_small_batches: bool = False,
     ) -> None:
         if name != plan.active:
@@ -399,8 +419,13 @@ class ActiveParty(_Party):
             self.state = _State.WAIT_GRADIENT
             return [self._loss_message(loss)]
         if self.state is _State.WAIT_GRADIENT:
-            self._expect(sender, envelope, (MaskedGradientDecryption,), (self.plan.coordinator,),
-                         self.round_index)
+            self._expect(
+                sender,
+                envelope,
+                (MaskedGradientDecryption,),
+                (self.plan.coordinator,),
+                self.round_index,
+            )
             self._apply_gradient(sender, envelope)
             self.state = _State.IDLE
             return []

@@ -37,7 +37,11 @@ class _ScoringRole(_Role):
 
 class _ScoringParty(_ScoringRole):
     def __init__(
-        self, name: str, plan: ScoringPlan, features: np.ndarray, weights: np.ndarray,
+        self,
+        name: str,
+        plan: ScoringPlan,
+        features: np.ndarray,
+        weights: np.ndarray,
         intercept: float,
     ) -> None:
         super().__init__(name, plan)
@@ -87,7 +91,11 @@ class ActiveScorer(_ScoringParty):
     """The active party's side of scoring; :attr:`scores` holds the total scores at the end."""
 
     def __init__(
-        self, name: str, plan: ScoringPlan, features: np.ndarray, weights: np.ndarray,
+        self,
+        name: str,
+        plan: ScoringPlan,
+        features: np.ndarray,
+        weights: np.ndarray,
         intercept: float,
     ) -> None:
         if name != plan.active:
@@ -178,4 +186,3 @@ class ScoringCoordinator(_ScoringRole):
         self.state = _State.DONE
         reply = MaskedScoresDecryption(values=self._secret_key.decrypt_masked(masked))
         return [Outgoing(self.plan.active, reply, 1)]
-

@@ -1,0 +1,210 @@
+"""State machines: every message a state does not allow is rejected and changes nothing."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import secrets
+
+import numpy as np
+import pytest
+
+from protocols import get_backend
+from protocols.errors import LocalProtocolError, ParameterError, RemoteProtocolError
+from protocols.transport import InMemoryTransport
+from protocols.wire import Envelope
+from tests.conftest import TEST_KEY_BITS
+from tests.reference import make_blocks
+from vfl.messages import REGISTRY, PublicKeyAnnouncement, RoundStart, TrainingComplete
+from vfl.plan import TrainingPlan
+from vfl.roles import ActiveParty, Coordinator, PassiveParty
+from vfl.runner import run_session
+
+_DUMMY = {int: 0, bool: False, bytes: b"", str: "", float: 0.0}
+
+
+def _dummy(cls):
+    hints = {f.name: f.type for f in dataclasses.fields(cls)}
+    values = {}
+    for name, hint in hints.items():
+        kind = {"int": int, "bool": bool, "bytes": bytes, "str": str, "float": float}[hint]
+        values[name] = _DUMMY[kind]
+    return cls(**values)
+
+
+def _setup(passives=("retailer", "telco")):
+    dims = {"bank": 3, "retailer": 2, "telco": 2}
+    blocks, y = make_blocks(120, {k: dims[k] for k in ("bank", *passives)}, seed=2)
+    plan = TrainingPlan(
+        coordinator="c",
+        active="bank",
+        passives=passives,
+        n_samples=120,
+        batch_size=40,
+        max_iter=2,
+        tol=0.0,
+        learning_rate=0.1,
+        l2=0.0,
+        optimizer="adam",
+        seed=0,
+        backend="paillier",
+        key_bits=TEST_KEY_BITS,
+    )
+    secret_key = get_backend("paillier").generate_secret_key(TEST_KEY_BITS)
+    roles = {
+        "c": Coordinator("c", plan, secret_key, secrets.token_bytes(16)),
+        "bank": ActiveParty("bank", blocks["bank"], y, plan),
+    }
+    for name in passives:
+        roles[name] = PassiveParty(name, blocks[name], plan)
+    return roles, plan
+
+
+def _snapshot(role):
+    return (
+        role.state,
+        role.round_index,
+        role.session_id,
+        getattr(role, "weights", np.zeros(1)).copy(),
+    )
+
+
+def _same(a, b):
+    return a[:3] == b[:3] and np.array_equal(a[3], b[3])
+
+
+def test_every_disallowed_message_is_rejected_without_state_change(small_keys):
+    roles, plan = _setup()
+    transport = InMemoryTransport(roles)
+    coordinator = roles["c"]
+    for item in coordinator.start():
+        transport.send(
+            "c",
+            item.receiver,
+            REGISTRY.encode(
+                item.message, session_id=coordinator.session_id, round_index=item.round_index
+            ),
+            message_type=type(item.message).__name__,
+            round_index=item.round_index,
+        )
+    rejected = 0
+    while transport.has_pending():
+        for name, role in roles.items():
+            got = transport.receive(name)
+            if got is None:
+                continue
+            sender, frame = got
+            envelope = REGISTRY.decode(frame)
+            before = _snapshot(role)
+            # every other message type, from the real sender, in the real round and session
+            # (an idle party may get either RoundStart or TrainingComplete: both are legal)
+            legal = {type(envelope.message)}
+            if legal & {RoundStart, TrainingComplete}:
+                legal |= {RoundStart, TrainingComplete}
+            for cls in REGISTRY.types():
+                if cls in legal:
+                    continue
+                fake = Envelope(envelope.session_id, envelope.round_index, _dummy(cls))
+                with pytest.raises(RemoteProtocolError):
+                    role.handle(sender, fake)
+                assert _same(before, _snapshot(role))
+                rejected += 1
+            # the right message from another session, in another round, or from another sender
+            if role.state.name != "WAIT_KEY":
+                other = Envelope(secrets.token_bytes(16), envelope.round_index, envelope.message)
+                wrong_round = Envelope(
+                    envelope.session_id, envelope.round_index + 7, envelope.message
+                )
+                for bad in (other, wrong_round):
+                    with pytest.raises(RemoteProtocolError):
+                        role.handle(sender, bad)
+                    assert _same(before, _snapshot(role))
+            with pytest.raises(RemoteProtocolError):
+                role.handle("mallory", envelope)
+            assert _same(before, _snapshot(role))
+            for out in role.handle(sender, envelope):
+                transport.send(
+                    name,
+                    out.receiver,
+                    REGISTRY.encode(
+                        out.message, session_id=role.session_id, round_index=out.round_index
+                    ),
+                    message_type=type(out.message).__name__,
+                    round_index=out.round_index,
+                )
+    assert all(role.done for role in roles.values())
+    assert rejected > 100
+    # after all those rejections training still equals a clean run
+    clean, _ = _setup()
+    run_session(clean, (clean["c"], clean["c"].start()), InMemoryTransport(clean), REGISTRY)
+    # keys differ between runs, weights are deterministic up to the fixed-point tolerance
+    for name in ("bank", "retailer", "telco"):
+        np.testing.assert_allclose(roles[name].weights, clean[name].weights, atol=1e-8)
+
+
+def test_message_after_completion_is_rejected(small_keys):
+    roles, plan = _setup(passives=("retailer",))
+    transport = InMemoryTransport(roles, keep_payloads=True)
+    run_session(roles, (roles["c"], roles["c"].start()), transport, REGISTRY)
+    last = transport.transcript[-1]
+    with pytest.raises(RemoteProtocolError, match="finished"):
+        roles[last.receiver].handle(last.sender, REGISTRY.decode(last.payload))
+
+
+def test_announcement_with_another_plan_is_rejected(small_keys):
+    roles, plan = _setup(passives=("retailer",))
+    other_plan = dataclasses.replace(plan, learning_rate=0.2)
+    key = roles["c"].public_key
+    message = PublicKeyAnnouncement(
+        backend="paillier", public_key=key.to_bytes(), plan_digest=other_plan.digest()
+    )
+    with pytest.raises(RemoteProtocolError, match="plan"):
+        roles["retailer"].handle("c", Envelope(roles["c"].session_id, 0, message))
+    assert roles["retailer"].public_key is None
+
+
+def test_malformed_frames_are_rejected_by_the_decoder(small_keys):
+    roles, plan = _setup(passives=("retailer",))
+    item = roles["c"].start()[0]
+    frame = REGISTRY.encode(item.message, session_id=roles["c"].session_id, round_index=0)
+    for bad in (frame[:-1], frame + b"\x00", b"XX" + frame[2:], frame[:10]):
+        with pytest.raises(RemoteProtocolError):
+            REGISTRY.decode(bad)
+
+
+def test_ciphertext_count_mismatch_is_rejected(small_keys):
+    roles, plan = _setup(passives=("retailer",))
+    transport = InMemoryTransport(roles, keep_payloads=True)
+    coordinator = roles["c"]
+    outgoing = coordinator.start()
+    # deliver the announcement and round start by hand, then send a short residual
+    passive = roles["retailer"]
+    for item in outgoing:
+        if item.receiver == "retailer":
+            passive.handle("c", Envelope(coordinator.session_id, item.round_index, item.message))
+    key = passive.public_key
+    from vfl.messages import EncryptedResidual
+
+    short = EncryptedResidual(
+        residual=key.ciphertext_to_bytes(key.encrypt([1.0, 2.0])), later_scores=b""
+    )
+    before = _snapshot(passive)
+    with pytest.raises(RemoteProtocolError, match="ciphertexts"):
+        passive.handle("bank", Envelope(coordinator.session_id, 1, short))
+    assert _same(before, _snapshot(passive))
+    del transport
+
+
+def test_role_construction_checks(small_keys):
+    roles, plan = _setup(passives=("retailer",))
+    with pytest.raises(ParameterError):
+        PassiveParty("bank", np.zeros((120, 2)), plan)
+    with pytest.raises(ParameterError):
+        PassiveParty("retailer", np.zeros((119, 2)), plan)
+    with pytest.raises(ParameterError):
+        ActiveParty("bank", np.zeros((120, 2)), np.full(120, 0.5), plan)
+    with pytest.raises(LocalProtocolError):
+        roles["c"].start()
+        roles["c"].start()
+    with pytest.raises(TypeError):
+        copy.deepcopy(get_backend("paillier").generate_secret_key(TEST_KEY_BITS))
