@@ -263,7 +263,9 @@ def test_wrong_session_id_on_encode(session_id: object) -> None:
 @pytest.mark.parametrize("round_index", [-1, 2**32, 1.5, True, "1"])
 def test_bad_round_index_on_encode(round_index: object) -> None:
     with pytest.raises(LocalProtocolError):
-        REGISTRY.encode(sample(), session_id=SESSION, round_index=round_index)  # type: ignore[arg-type]
+        REGISTRY.encode(
+            sample(), session_id=SESSION, round_index=round_index  # type: ignore[arg-type]
+        )
 
 
 @pytest.mark.parametrize(
