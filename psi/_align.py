@@ -61,7 +61,10 @@ def align(
     dict of str to pandas.DataFrame
         Each party's rows of the intersection, all in the same order, with a fresh
         ``RangeIndex``; the ID column is kept so that alignment can be checked. Row ``k`` of
-        every frame has the same ID. The input frames are not modified.
+        every frame has the same ID. Rows are sorted by ID (as strings): every party knows the
+        IDs of its own intersection rows, so each sorts locally, and the result does not depend
+        on the session's random scalars (train/test splits after ``align`` are reproducible).
+        The input frames are not modified.
 
     Raises
     ------
@@ -102,6 +105,8 @@ def align(
     result = run_multi_party(ids, leader=leader)
     if not result.rows[next(iter(frames))]:
         raise DataError(f"the {len(frames)} parties have no ID in common")
-    return {
-        name: frame.iloc[result.rows[name]].reset_index(drop=True) for name, frame in frames.items()
-    }
+    aligned = {}
+    for name, frame in frames.items():
+        rows = sorted(result.rows[name], key=ids[name].__getitem__)
+        aligned[name] = frame.iloc[rows].reset_index(drop=True)
+    return aligned

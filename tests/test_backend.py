@@ -290,7 +290,10 @@ def test_decrypting_outside_the_encoding_range_raises(sk: SecretKey, pk: PublicK
     big = largest_encodable_power_of_two(pk)
     c = pk.encrypt([big, 1.0])
     close(sk.decrypt(c), [big, 1.0], pk)
-    for result in (pk.add(c, c), pk.add_plain(c, [big, 0.0])):
+    neg = pk.encrypt([-big, -1.0])
+    close(sk.decrypt(neg), [-big, -1.0], pk)
+    overflowing = (pk.add(c, c), pk.add_plain(c, [big, 0.0]), pk.add(neg, neg))
+    for result in overflowing:
         with pytest.raises(DecryptionError):
             sk.decrypt(result)
 

@@ -134,8 +134,11 @@ def test_default_credit_auc_close_to_sklearn(small_keys, default_credit):
     import psi
 
     aligned = psi.align({"guest": guest, "host": host}, leader="guest")
-    order = guest.set_index("id").loc[aligned["guest"]["id"]].index
-    labels = y.set_axis(guest["id"]).loc[order].reset_index(drop=True)
+    # put the aligned rows back in the guest file's order so the split is the README's one
+    position = pd.Series(np.arange(len(guest)), index=guest["id"])
+    back = np.argsort(position.loc[aligned["guest"]["id"]].to_numpy())
+    aligned = {k: f.iloc[back].reset_index(drop=True) for k, f in aligned.items()}
+    labels = y.set_axis(guest["id"]).loc[aligned["guest"]["id"]].reset_index(drop=True)
     rows_train, rows_test = train_test_split(
         np.arange(len(labels)), test_size=0.3, stratify=labels, random_state=0
     )
