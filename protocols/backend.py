@@ -35,6 +35,8 @@ class CiphertextVector(abc.ABC):
 class Mask:
     """The secret a party keeps to unmask what the coordinator decrypts for it."""
 
+    __slots__ = ()
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} (secret)>"
 
@@ -102,8 +104,13 @@ class PublicKey(abc.ABC):
     def ciphertext_to_bytes(self, a: CiphertextVector) -> bytes: ...
 
     @abc.abstractmethod
-    def ciphertext_from_bytes(self, data: bytes) -> CiphertextVector:
-        """Strict decoding; raises ``RemoteProtocolError`` on malformed input."""
+    def ciphertext_from_bytes(self, data: bytes, *, depth: int | None = None) -> CiphertextVector:
+        """Strict decoding; raises ``RemoteProtocolError`` on malformed input.
+
+        ``depth`` pins how many plaintext multiplications (``mul_plain``/``dot_columns``) the
+        ciphertext may have gone through (0: fresh encryptions and sums of them); a peer cannot
+        then choose the fixed-point scale (Paillier) or level (CKKS) it sends.
+        """
 
 
 class SecretKey(abc.ABC):

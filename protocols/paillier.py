@@ -365,7 +365,9 @@ class PaillierPublicKey(PublicKey):
         header = _CT_HEADER.pack(b"PC", 1, a.scale_bits, a.size, self.fingerprint)
         return header + b"".join(int(c).to_bytes(width, "big") for c in a.values)
 
-    def ciphertext_from_bytes(self, data: bytes) -> PaillierCiphertextVector:
+    def ciphertext_from_bytes(
+        self, data: bytes, *, depth: int | None = None
+    ) -> PaillierCiphertextVector:
         if len(data) < _CT_HEADER.size:
             raise RemoteProtocolError("Paillier ciphertext vector is truncated")
         tag, version, scale_bits, count, fingerprint = _CT_HEADER.unpack_from(data)
@@ -381,6 +383,11 @@ class PaillierPublicKey(PublicKey):
             )
         if scale_bits > 4 * PLAIN_SCALE_BITS:
             raise RemoteProtocolError(f"ciphertext scale of {scale_bits} bits is not plausible")
+        if depth is not None and scale_bits != VALUE_SCALE_BITS + depth * PLAIN_SCALE_BITS:
+            raise RemoteProtocolError(
+                f"ciphertext has fixed-point scale {scale_bits} bits, expected "
+                f"{VALUE_SCALE_BITS + depth * PLAIN_SCALE_BITS} (depth {depth})"
+            )
         n, n2 = self.n, self.nsquare
         values = []
         view = memoryview(data)[_CT_HEADER.size :]

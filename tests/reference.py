@@ -74,3 +74,42 @@ def make_blocks(
     logit = sum(block @ rng.normal(size=block.shape[1]) for block in blocks.values())
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
     return blocks, y
+
+
+def build_session(blocks, y, passives, *, active_cls=None, key_bits=512, **plan_fields):
+    """Roles of one training session over ``blocks`` (label party "bank", coordinator "c").
+
+    Must run inside ``insecure_keys_allowed()`` for the default 512-bit test key.
+    """
+    import secrets
+
+    from protocols import get_backend
+    from vfl.plan import TrainingPlan
+    from vfl.roles import ActiveParty, Coordinator, PassiveParty
+
+    fields = dict(
+        coordinator="c",
+        active="bank",
+        passives=tuple(passives),
+        n_samples=len(y),
+        batch_size=100,
+        max_iter=2,
+        tol=0.0,
+        learning_rate=0.1,
+        l2=0.0,
+        optimizer="adam",
+        seed=0,
+        backend="paillier",
+        key_bits=key_bits,
+        n_features=tuple(blocks[p].shape[1] for p in ("bank", *passives)),
+    )
+    fields.update(plan_fields)
+    plan = TrainingPlan(**fields)
+    secret_key = get_backend("paillier").generate_secret_key(key_bits)
+    roles = {
+        "c": Coordinator("c", plan, secret_key, secrets.token_bytes(16)),
+        "bank": (active_cls or ActiveParty)("bank", blocks["bank"], y, plan),
+    }
+    for name in passives:
+        roles[name] = PassiveParty(name, blocks[name], plan)
+    return roles, plan, secret_key

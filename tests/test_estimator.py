@@ -172,3 +172,87 @@ def test_load_rejects_missing_or_malformed(tmp_path):
     (tmp_path / "model.json").write_text("{not json")
     with pytest.raises(DataError):
         VerticalLogisticRegression.load(tmp_path)
+
+
+def test_label_leak_guard_boundaries(small_keys):
+    # bank: 3 features + the intercept = 4 gradient columns; retailer: 2
+    frames, y = _frames(n=40)
+    model = _model(batch_size=4)
+    with pytest.raises(ParameterError, match="'bank'"):
+        model.fit(frames, y, label_party="bank")
+    _assert_unfitted(model)
+    assert _model(batch_size=5, max_iter=1).fit(frames, y, label_party="bank").n_iter_ == 1
+    # with the retailer holding labels: retailer 2 + 1 = 3 columns, bank (passive) 3 columns
+    with pytest.raises(ParameterError, match="3 gradient columns"):
+        _model(batch_size=3).fit(frames, y, label_party="retailer")
+    assert _model(batch_size=4, max_iter=1).fit(frames, y, label_party="retailer").n_iter_ == 1
+
+
+def test_missing_labels(small_keys):
+    frames, y = _frames()
+    y = y.astype(float)
+    y.iloc[3] = np.nan
+    with pytest.raises(DataError, match="missing"):
+        _model().fit(frames, y, label_party="bank")
+
+
+def test_predict_with_other_parties(small_keys):
+    frames, y = _frames()
+    model = _model().fit(frames, y, label_party="bank")
+    other = {"bank": frames["bank"], "telco": frames["retailer"]}
+    with pytest.raises(DataError, match="expected frames"):
+        model.predict_proba(other)
+
+
+def test_load_rejects_inconsistent_folders(small_keys, tmp_path):
+    import json
+
+    from vfl.model import PartyModel
+
+    frames, y = _frames()
+    _model().fit(frames, y, label_party="bank").save(tmp_path)
+    with pytest.raises(DataError, match="no saved model"):
+        PartyModel.load(tmp_path, "telco")
+    (tmp_path / "telco").mkdir()
+    (tmp_path / "telco" / "party.json").write_text((tmp_path / "bank" / "party.json").read_text())
+    with pytest.raises(DataError, match="holds party"):
+        PartyModel.load(tmp_path, "telco")
+    manifest = json.loads((tmp_path / "model.json").read_text())
+    for broken in (
+        {**manifest, "label_party": "telco"},
+        {**manifest, "params": {**manifest["params"], "nope": 1}},
+    ):
+        (tmp_path / "model.json").write_text(json.dumps(broken))
+        with pytest.raises(DataError, match="malformed"):
+            VerticalLogisticRegression.load(tmp_path)
+
+
+def test_runner_and_transport_errors(small_keys):
+    from protocols.errors import ProtocolError, TransportError
+    from protocols.transport import InMemoryTransport
+    from tests.reference import build_session
+    from vfl.messages import REGISTRY
+    from vfl.runner import run_session
+
+    with pytest.raises(ParameterError):
+        InMemoryTransport(["a", "a"])
+    transport = InMemoryTransport(["a", "b"])
+    with pytest.raises(TransportError):
+        transport.send("a", "c", b"x", message_type="X", round_index=0)
+    with pytest.raises(TransportError):
+        transport.receive("c")
+    blocks, labels = make_blocks(200, {"bank": 2, "retailer": 2})
+    roles, plan, _ = build_session(blocks, labels, ("retailer",))
+    with pytest.raises(TransportError, match="exceeded"):
+        run_session(
+            roles,
+            (roles["c"], roles["c"].start()),
+            InMemoryTransport(roles),
+            REGISTRY,
+            max_messages=5,
+        )
+    roles, plan, _ = build_session(blocks, labels, ("retailer",))
+    # the coordinator's opening messages never reach the retailer: the session cannot finish
+    opening = [m for m in roles["c"].start() if m.receiver != "retailer"]
+    with pytest.raises(ProtocolError, match="unfinished"):
+        run_session(roles, (roles["c"], opening), InMemoryTransport(roles), REGISTRY)

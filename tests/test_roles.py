@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import enum
 import secrets
 
 import numpy as np
@@ -14,10 +15,15 @@ from protocols.errors import LocalProtocolError, ParameterError, RemoteProtocolE
 from protocols.transport import InMemoryTransport
 from protocols.wire import Envelope
 from tests.conftest import TEST_KEY_BITS
-from tests.reference import make_blocks
-from vfl.messages import REGISTRY, PublicKeyAnnouncement, RoundStart, TrainingComplete
-from vfl.plan import TrainingPlan
-from vfl.roles import ActiveParty, Coordinator, PassiveParty
+from tests.reference import build_session, make_blocks
+from vfl.messages import (
+    REGISTRY,
+    MaskedGradient,
+    PublicKeyAnnouncement,
+    RoundStart,
+    TrainingComplete,
+)
+from vfl.roles import ActiveParty, PassiveParty
 from vfl.runner import run_session
 
 _DUMMY = {int: 0, bool: False, bytes: b"", str: "", float: 0.0}
@@ -35,42 +41,29 @@ def _dummy(cls):
 def _setup(passives=("retailer", "telco")):
     dims = {"bank": 3, "retailer": 2, "telco": 2}
     blocks, y = make_blocks(120, {k: dims[k] for k in ("bank", *passives)}, seed=2)
-    plan = TrainingPlan(
-        coordinator="c",
-        active="bank",
-        passives=passives,
-        n_samples=120,
-        batch_size=40,
-        max_iter=2,
-        tol=0.0,
-        learning_rate=0.1,
-        l2=0.0,
-        optimizer="adam",
-        seed=0,
-        backend="paillier",
-        key_bits=TEST_KEY_BITS,
-    )
-    secret_key = get_backend("paillier").generate_secret_key(TEST_KEY_BITS)
-    roles = {
-        "c": Coordinator("c", plan, secret_key, secrets.token_bytes(16)),
-        "bank": ActiveParty("bank", blocks["bank"], y, plan),
-    }
-    for name in passives:
-        roles[name] = PassiveParty(name, blocks[name], plan)
+    roles, plan, _ = build_session(blocks, y, passives, batch_size=40)
     return roles, plan
 
 
 def _snapshot(role):
-    return (
-        role.state,
-        role.round_index,
-        role.session_id,
-        getattr(role, "weights", np.zeros(1)).copy(),
-    )
+    """Every attribute of a role, in a comparable form (arrays by value, objects by identity)."""
+    out = {}
+    for name, value in vars(role).items():
+        if isinstance(value, np.ndarray):
+            out[name] = ("array", value.tobytes())
+        elif isinstance(value, dict):
+            out[name] = ("dict", tuple((k, id(v)) for k, v in value.items()))
+        elif isinstance(value, (int, float, str, bytes, bool, type(None), tuple)) or isinstance(
+            value, enum.Enum
+        ):
+            out[name] = value
+        else:
+            out[name] = ("object", id(value))
+    return out
 
 
 def _same(a, b):
-    return a[:3] == b[:3] and np.array_equal(a[3], b[3])
+    return a == b
 
 
 def test_every_disallowed_message_is_rejected_without_state_change(small_keys):
@@ -208,3 +201,110 @@ def test_role_construction_checks(small_keys):
         roles["c"].start()
     with pytest.raises(TypeError):
         copy.deepcopy(get_backend("paillier").generate_secret_key(TEST_KEY_BITS))
+
+
+def _deliver_until(roles, transport, stop):
+    """Run the session by hand until ``stop(receiver, envelope)`` is true for the next frame;
+    return (receiver, sender, envelope) without delivering it."""
+    while transport.has_pending():
+        for name, role in roles.items():
+            got = transport.receive(name)
+            if got is None:
+                continue
+            sender, frame = got
+            envelope = REGISTRY.decode(frame)
+            if stop(name, envelope):
+                return name, sender, envelope
+            for out in role.handle(sender, envelope):
+                transport.send(
+                    name,
+                    out.receiver,
+                    REGISTRY.encode(
+                        out.message, session_id=role.session_id, round_index=out.round_index
+                    ),
+                    message_type=type(out.message).__name__,
+                    round_index=out.round_index,
+                )
+    raise AssertionError("stop condition never met")
+
+
+def _started(passives=("retailer", "telco")):
+    roles, plan = _setup(passives)
+    transport = InMemoryTransport(roles)
+    coordinator = roles["c"]
+    for item in coordinator.start():
+        transport.send(
+            "c",
+            item.receiver,
+            REGISTRY.encode(
+                item.message, session_id=coordinator.session_id, round_index=item.round_index
+            ),
+            message_type=type(item.message).__name__,
+            round_index=item.round_index,
+        )
+    return roles, plan, transport
+
+
+def _encrypted(key, size, depth):
+    vector = key.encrypt(np.ones(size))
+    return vector if depth == 0 else key.mul_plain(vector, np.ones(size))
+
+
+def _bad_variants(key, good, size, depth):
+    """Well-formed messages carrying the wrong ciphertexts for a field of ``depth``."""
+    return [
+        good[:-1],  # truncated
+        b"garbage",
+        key.ciphertext_to_bytes(_encrypted(key, size, 1 - depth)),  # right size, wrong scale
+        key.ciphertext_to_bytes(_encrypted(key, size + 1, depth)),  # right scale, wrong size
+    ]
+
+
+@pytest.mark.parametrize(
+    ("receiver", "message_type", "field", "depth"),
+    [
+        ("bank", "EncryptedPartialScores", "scores", 0),
+        ("bank", "EncryptedPartialScores", "squared_sum", 0),
+        ("retailer", "EncryptedResidual", "residual", 0),
+        ("retailer", "EncryptedResidual", "later_scores", 0),
+        ("bank", "EncryptedCrossTerm", "value", 1),
+        ("c", "MaskedGradient", "values", 1),
+        ("c", "EncryptedLoss", "value", 1),
+    ],
+)
+def test_bad_ciphertexts_in_well_typed_messages(small_keys, receiver, message_type, field, depth):
+    roles, plan, transport = _started()
+    name, sender, envelope = _deliver_until(
+        roles,
+        transport,
+        lambda r, e: r == receiver and type(e.message).__name__ == message_type,
+    )
+    role = roles[name]
+    key = role.public_key
+    good = getattr(envelope.message, field)
+    size = key.ciphertext_from_bytes(good).size
+    before = _snapshot(role)
+    for bad in _bad_variants(key, good, size, depth):
+        forged = dataclasses.replace(envelope.message, **{field: bad})
+        with pytest.raises(RemoteProtocolError):
+            role.handle(sender, Envelope(envelope.session_id, envelope.round_index, forged))
+        assert _same(before, _snapshot(role))
+    # the genuine message is still accepted afterwards
+    role.handle(sender, envelope)
+
+
+def test_gradient_of_the_wrong_size_is_refused(small_keys):
+    # A passive party must not get a residual-sized vector decrypted (it would read d).
+    roles, plan, transport = _started(("retailer",))
+    name, sender, envelope = _deliver_until(
+        roles,
+        transport,
+        lambda r, e: r == "c" and isinstance(e.message, MaskedGradient) and True,
+    )
+    key = roles["c"].public_key
+    residual_sized = key.ciphertext_to_bytes(
+        key.mask(key.dot_columns(np.ones((40, 40)), key.encrypt(np.ones(40))))[0]
+    )
+    forged = MaskedGradient(values=residual_sized)
+    with pytest.raises(RemoteProtocolError, match="ciphertexts"):
+        roles["c"].handle("retailer", Envelope(envelope.session_id, envelope.round_index, forged))

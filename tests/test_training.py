@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,41 +9,27 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from protocols import get_backend
 from protocols.transport import InMemoryTransport
 from tests.conftest import TEST_KEY_BITS
-from tests.reference import make_blocks, taylor_train
+from tests.reference import build_session, make_blocks, taylor_train
 from vfl import VerticalLogisticRegression
 from vfl.datasets import make_bank_retailer
 from vfl.messages import REGISTRY
-from vfl.plan import TrainingPlan
-from vfl.roles import ActiveParty, Coordinator, PassiveParty
 from vfl.runner import run_session
 
 
 def _run_roles(blocks, y, passives, *, optimizer, epochs, batch_size, lr, l2, seed):
-    plan = TrainingPlan(
-        coordinator="c",
-        active="bank",
-        passives=passives,
-        n_samples=len(y),
+    roles, _, _ = build_session(
+        blocks,
+        y,
+        passives,
         batch_size=batch_size,
         max_iter=epochs,
-        tol=0.0,
         learning_rate=lr,
         l2=l2,
         optimizer=optimizer,
         seed=seed,
-        backend="paillier",
-        key_bits=TEST_KEY_BITS,
     )
-    secret_key = get_backend("paillier").generate_secret_key(TEST_KEY_BITS)
-    roles = {
-        "c": Coordinator("c", plan, secret_key, secrets.token_bytes(16)),
-        "bank": ActiveParty("bank", blocks["bank"], y, plan),
-    }
-    for name in passives:
-        roles[name] = PassiveParty(name, blocks[name], plan)
     run_session(roles, (roles["c"], roles["c"].start()), InMemoryTransport(roles), REGISTRY)
     return roles
 
@@ -134,7 +118,7 @@ def test_default_credit_auc_close_to_sklearn(small_keys, default_credit):
     import psi
 
     aligned = psi.align({"guest": guest, "host": host}, leader="guest")
-    # put the aligned rows back in the guest file's order so the split is the README's one
+    # back in the guest file's order, so the split is the one the data README describes
     position = pd.Series(np.arange(len(guest)), index=guest["id"])
     back = np.argsort(position.loc[aligned["guest"]["id"]].to_numpy())
     aligned = {k: f.iloc[back].reset_index(drop=True) for k, f in aligned.items()}
@@ -155,5 +139,5 @@ def test_default_credit_auc_close_to_sklearn(small_keys, default_credit):
     reference = _sklearn_auc(
         joined(train), labels.iloc[rows_train], joined(test), labels.iloc[rows_test]
     )
-    assert abs(reference - 0.717) < 0.005  # the README's reference figure
+    assert abs(reference - 0.717) < 0.005  # shared/data/default_credit/README.md's figure
     assert abs(federated - reference) < 0.01

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import secrets
 import struct
 
 import gmpy2
 import numpy as np
 import pytest
 
-from protocols import get_backend
 from protocols.backend import SecretKey
 from protocols.transport import InMemoryTransport
 from tests.conftest import TEST_KEY_BITS
-from tests.reference import make_blocks
+from tests.reference import build_session, make_blocks
 from vfl.messages import (
     REGISTRY,
-    EncryptedPartialScores,
-    EncryptedResidual,
-    MaskedGradient,
 )
-from vfl.plan import TrainingPlan
-from vfl.roles import ActiveParty, Coordinator, PassiveParty
+from vfl.roles import ActiveParty, PassiveParty
 from vfl.runner import run_session
 
 
@@ -35,28 +29,9 @@ class _PlainAddActiveParty(ActiveParty):
 def _train(passives=("retailer",), active_cls=ActiveParty, n=300, epochs=2):
     dims = {"bank": 3, "retailer": 4, "telco": 2}
     blocks, y = make_blocks(n, {k: dims[k] for k in ("bank", *passives)}, seed=7)
-    plan = TrainingPlan(
-        coordinator="c",
-        active="bank",
-        passives=passives,
-        n_samples=n,
-        batch_size=100,
-        max_iter=epochs,
-        tol=0.0,
-        learning_rate=0.1,
-        l2=0.0,
-        optimizer="adam",
-        seed=1,
-        backend="paillier",
-        key_bits=TEST_KEY_BITS,
+    roles, plan, secret_key = build_session(
+        blocks, y, passives, active_cls=active_cls, max_iter=epochs, seed=1
     )
-    secret_key = get_backend("paillier").generate_secret_key(TEST_KEY_BITS)
-    roles = {
-        "c": Coordinator("c", plan, secret_key, secrets.token_bytes(16)),
-        "bank": active_cls("bank", blocks["bank"], y, plan),
-    }
-    for name in passives:
-        roles[name] = PassiveParty(name, blocks[name], plan)
     transport = InMemoryTransport(roles, keep_payloads=True)
     run_session(roles, (roles["c"], roles["c"].start()), transport, REGISTRY)
     return roles, transport.transcript, blocks, y, plan, secret_key
@@ -205,20 +180,93 @@ def test_the_attack_works_against_a_plaintext_add(small_keys):
     np.testing.assert_allclose(recovered[first_round], 2.0 - 4.0 * y[rows], atol=1e-9)
 
 
-def test_ciphertexts_sent_are_fresh(run):
+def test_no_ciphertext_is_ever_repeated(run):
+    # A sanity check over every ciphertext field (the targeted freshness checks are the strip
+    # attack and the cross-term and later-score tests). A broadcast (the same residual to every
+    # passive party) is one blob sent twice and counted once.
     roles, transcript, *_ = run
     key = roles["retailer"].public_key
     seen: set[int] = set()
+    blobs: set[bytes] = set()
+    fields = ("scores", "squared_sum", "residual", "later_scores", "value", "values")
+    skip = {"MaskedGradientDecryption", "PublicKeyAnnouncement"}
     for entry in transcript:
+        if entry.message_type in skip:
+            continue
         message = REGISTRY.decode(entry.payload).message
-        if isinstance(message, (EncryptedPartialScores, MaskedGradient)):
-            field = (
-                message.scores if isinstance(message, EncryptedPartialScores) else message.values
-            )
-            for c in key.ciphertext_from_bytes(field).values:
-                assert int(c) not in seen  # no ciphertext is ever repeated
-                seen.add(int(c))
-        if isinstance(message, EncryptedResidual):
-            # what a passive party receives shares no ciphertext with what it sent
-            for c in key.ciphertext_from_bytes(message.residual).values:
-                assert int(c) not in seen
+        for field in fields:
+            data = getattr(message, field, b"")
+            if isinstance(data, bytes) and data and data not in blobs:
+                blobs.add(data)
+                values = {int(c) for c in key.ciphertext_from_bytes(data).values}
+                assert not values & seen, f"{entry.message_type}.{field} repeats a ciphertext"
+                seen |= values
+    assert len(seen) > 1000
+
+
+class _NoRerandomizePassive(PassiveParty):
+    """Flawed control: the cross term is the deterministic product."""
+
+    def _cross_term(self, later):
+        key = self._key()
+        return key.dot_columns(self._own_scores[:, None], later)
+
+
+def _cross_terms_are_deterministic(roles, transcript, secret_key, passive):
+    """What the label party can compute if it guesses the passive party's scores exactly."""
+    key = secret_key.public_key
+    decode = REGISTRY.decode
+    scores = {
+        e.round_index: decode(e.payload).message
+        for e in transcript
+        if e.sender == passive and e.message_type == "EncryptedPartialScores"
+    }
+    later = {
+        e.round_index: decode(e.payload).message
+        for e in transcript
+        if e.receiver == passive and e.message_type == "EncryptedResidual"
+    }
+    cross = {
+        e.round_index: decode(e.payload).message
+        for e in transcript
+        if e.sender == passive and e.message_type == "EncryptedCrossTerm"
+    }
+    assert cross and set(cross) == set(later)
+    verdicts = []
+    for round_index, message in cross.items():
+        u = secret_key.decrypt(key.ciphertext_from_bytes(scores[round_index].scores))
+        later_vec = key.ciphertext_from_bytes(later[round_index].later_scores)
+        guess = key.dot_columns(u[:, None], later_vec).values[0]
+        verdicts.append(int(guess) == int(key.ciphertext_from_bytes(message.value).values[0]))
+    return verdicts
+
+
+def test_cross_terms_are_rerandomised(small_keys):
+    roles, transcript, *_, secret_key = _train(passives=("retailer", "telco"))
+    assert not any(_cross_terms_are_deterministic(roles, transcript, secret_key, "retailer"))
+
+
+def test_cross_term_check_catches_a_missing_rerandomisation(small_keys, monkeypatch):
+    import vfl.roles
+
+    monkeypatch.setattr(vfl.roles.PassiveParty, "_cross_term", _NoRerandomizePassive._cross_term)
+    roles, transcript, *_, secret_key = _train(passives=("retailer", "telco"))
+    assert all(_cross_terms_are_deterministic(roles, transcript, secret_key, "retailer"))
+
+
+def test_later_scores_are_rerandomised(run):
+    roles, transcript, *_, secret_key = run
+    key = secret_key.public_key
+    decode = REGISTRY.decode
+    telco_scores = {
+        e.round_index: key.ciphertext_from_bytes(decode(e.payload).message.scores)
+        for e in transcript
+        if e.sender == "telco" and e.message_type == "EncryptedPartialScores"
+    }
+    for entry in transcript:
+        if entry.receiver == "retailer" and entry.message_type == "EncryptedResidual":
+            later = key.ciphertext_from_bytes(decode(entry.payload).message.later_scores)
+            sent = telco_scores[entry.round_index]
+            assert not {int(c) for c in later.values} & {int(c) for c in sent.values}
+            # ... and they carry the same plaintexts
+            np.testing.assert_allclose(secret_key.decrypt(later), secret_key.decrypt(sent))

@@ -11,15 +11,9 @@ import numpy as np
 
 from vfl.metrics import accuracy, ks_statistic, roc_auc
 from vfl.optim import make_optimizer
+from vfl.plan import minibatches
 
 __all__ = ["train_plaintext", "predict_plaintext", "evaluate"]
-
-
-def _batches(seed: int, n_samples: int, batch_size: int, epoch: int) -> list[np.ndarray]:
-    # Mirrors TrainingPlan.batch_indices so baselines see the same mini-batches.
-    n_batches = max(1, n_samples // batch_size)
-    order = np.random.default_rng([seed, epoch]).permutation(n_samples)
-    return [np.sort(chunk) for chunk in np.array_split(order, n_batches)]
 
 
 def train_plaintext(
@@ -45,7 +39,7 @@ def train_plaintext(
     n_iter = 0
     for epoch in range(max_iter):
         losses, sizes = [], []
-        for rows in _batches(seed, len(y), batch_size, epoch):
+        for rows in minibatches(seed, len(y), batch_size, epoch):
             z = x[rows] @ weights
             residual = z / 4.0 + 0.5 - y[rows]
             signed = 2.0 * y[rows] - 1.0

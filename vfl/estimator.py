@@ -27,7 +27,7 @@ from vfl.messages import REGISTRY
 from vfl.model import PartyModel, check_party_name
 from vfl.plan import ScoringPlan, TrainingPlan
 from vfl.preprocessing import PartyPreprocessor
-from vfl.roles import ActiveParty, Coordinator, PassiveParty, check_batch_guard
+from vfl.roles import ActiveParty, Coordinator, PassiveParty
 from vfl.runner import run_session
 from vfl.scoring import ActiveScorer, PassiveScorer, ScoringCoordinator
 
@@ -254,8 +254,10 @@ class VerticalLogisticRegression:
             raise ParameterError(f"label_party {label_party!r} is not one of {sorted(frames)}")
         y = _labels_array(labels, n_rows)
         backend = get_backend(self.backend)
-        secret_key = backend.generate_secret_key(self.key_bits)  # checks the key size first
         categorical = dict(self.categorical or {})
+        unknown = set(categorical) - set(frames)
+        if unknown:
+            raise ParameterError(f"categorical names unknown parties {sorted(unknown)}")
         preprocessors: dict[str, PartyPreprocessor] = {}
         matrices: dict[str, np.ndarray] = {}
         for name, frame in frames.items():
@@ -268,7 +270,7 @@ class VerticalLogisticRegression:
             else int(np.random.SeedSequence().entropy % 2**63)  # type: ignore[operator]
         )
         passives = tuple(name for name in frames if name != label_party)
-        plan = TrainingPlan(
+        plan = TrainingPlan(  # validates hyper-parameters and the label-leak guard
             coordinator=COORDINATOR,
             active=label_party,
             passives=passives,
@@ -282,22 +284,15 @@ class VerticalLogisticRegression:
             seed=seed,
             backend=self.backend,
             key_bits=self.key_bits,
+            n_features=tuple(matrices[p].shape[1] for p in (label_party, *passives)),
+            allow_small_batches=bool(self.allow_small_batches),
         )
-        for name, matrix in matrices.items():
-            check_batch_guard(plan, matrix.shape[1], name, self.allow_small_batches)
+        secret_key = backend.generate_secret_key(self.key_bits)
         coordinator = Coordinator(COORDINATOR, plan, secret_key, secrets.token_bytes(16))
-        active = ActiveParty(
-            label_party,
-            matrices[label_party],
-            y,
-            plan,
-            allow_small_batches=self.allow_small_batches,
-        )
+        active = ActiveParty(label_party, matrices[label_party], y, plan)
         roles: dict[str, Any] = {COORDINATOR: coordinator, label_party: active}
         for name in passives:
-            roles[name] = PassiveParty(
-                name, matrices[name], plan, allow_small_batches=self.allow_small_batches
-            )
+            roles[name] = PassiveParty(name, matrices[name], plan)
         transport = InMemoryTransport(roles, keep_payloads=self.keep_payloads)
         total_rounds = plan.max_iter * plan.batches_per_epoch
         progress = _Progress(total_rounds, coordinator, enabled=self.verbose)
@@ -402,9 +397,14 @@ class VerticalLogisticRegression:
             "kind": "VerticalLogisticRegression",
             "label_party": self.label_party_,
             "parties": list(self.parties_),
-            "params": {k: v for k, v in self.get_params().items() if k != "categorical"},
+            "params": {
+                k: (dict(v) if k == "categorical" and v is not None else v)
+                for k, v in self.get_params().items()
+            },
             "n_iter": self.n_iter_,
+            "converged": self.converged_,
             "history": self.history_,
+            "seconds_per_epoch": self.seconds_per_epoch_,
         }
         path = folder / "model.json"
         tmp = path.with_suffix(".json.tmp")
@@ -438,7 +438,11 @@ class VerticalLogisticRegression:
             name: list(m.preprocessor.feature_names_) for name, m in model.models_.items()
         }
         model.n_iter_ = int(manifest.get("n_iter", 0))
+        model.converged_ = bool(manifest.get("converged", False))
         model.history_ = list(manifest.get("history", []))
+        model.seconds_per_epoch_ = float(manifest.get("seconds_per_epoch", 0.0))
+        model.n_features_in_ = sum(m.coef.size for m in model.models_.values())
+        model.transcript_ = []  # transcripts describe a training run and are not saved
         return model
 
 

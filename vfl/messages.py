@@ -100,7 +100,6 @@ class EncryptedLoss(Message):
 
     TYPE_ID = 207
     value: bytes
-    n_samples: int
 
 
 @REGISTRY.register

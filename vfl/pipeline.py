@@ -161,6 +161,6 @@ def format_report(report: Mapping[str, Any]) -> str:
     for name, metrics, per_epoch in rows:
         lines.append(
             f"{name:<{width}}  {metrics['auc']:6.4f}  {metrics['ks']:6.4f}  "
-            f"{metrics['accuracy']:8.4f}  {per_epoch:8.3f}"
+            f"{metrics['accuracy']:8.4f}  {per_epoch:8.4f}"
         )
     return "\n".join(lines)

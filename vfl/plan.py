@@ -6,13 +6,55 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import numpy as np
 
 from protocols.errors import ParameterError
 from vfl.optim import OPTIMIZERS
 
-__all__ = ["TrainingPlan", "ScoringPlan"]
+__all__ = ["TrainingPlan", "ScoringPlan", "SessionPlan", "minibatches"]
+
+
+class SessionPlan(Protocol):
+    """What every session plan (training or scoring) tells a role."""
+
+    @property
+    def coordinator(self) -> str: ...
+
+    @property
+    def active(self) -> str: ...
+
+    @property
+    def passives(self) -> tuple[str, ...]: ...
+
+    @property
+    def backend(self) -> str: ...
+
+    @property
+    def key_bits(self) -> int: ...
+
+    @property
+    def parties(self) -> tuple[str, ...]: ...
+
+    def digest(self) -> bytes: ...
+
+
+def minibatches(seed: int, n_samples: int, batch_size: int, epoch: int) -> list[np.ndarray]:
+    """The epoch's mini-batches: a permutation from ``default_rng([seed, epoch])`` split into
+    ``max(1, n_samples // batch_size)`` nearly equal sorted chunks.
+
+    Remainder rows are spread over the batches, so no batch is smaller than ``batch_size``
+    (a small last batch would weaken the label-leak guard).
+    """
+    n_batches = max(1, n_samples // batch_size)
+    order = np.random.default_rng([seed, epoch]).permutation(n_samples)
+    return [np.sort(chunk) for chunk in np.array_split(order, n_batches)]
+
+
+def _check_names(names: tuple[str, ...]) -> None:
+    if len(set(names)) != len(names):
+        raise ParameterError("role names must be unique")
 
 
 @dataclass(frozen=True)
@@ -22,6 +64,12 @@ class TrainingPlan:
     Every party derives the same mini-batches from ``seed`` and the epoch number, so no batch
     indices are ever sent. The coordinator announces :meth:`digest` with its public key and every
     party checks it against its own plan.
+
+    ``n_features`` gives each party's feature count in :attr:`parties` order (label party first).
+    The plan refuses batches through which any party could solve its plaintext gradient for the
+    residuals (``batch size <= gradient columns``; the label party's gradient has one more
+    column, the intercept) unless ``allow_small_batches``; since the flag and the counts are part
+    of the digest, every role agrees on the guard, not just the party it protects against.
     """
 
     coordinator: str
@@ -37,11 +85,11 @@ class TrainingPlan:
     seed: int
     backend: str
     key_bits: int
+    n_features: tuple[int, ...]
+    allow_small_batches: bool = False
 
     def __post_init__(self) -> None:
-        names = (self.coordinator, self.active, *self.passives)
-        if len(set(names)) != len(names):
-            raise ParameterError("role names must be unique")
+        _check_names((self.coordinator, self.active, *self.passives))
         if not self.passives:
             raise ParameterError("at least one passive party is needed")
         if self.n_samples < 1:
@@ -58,6 +106,24 @@ class TrainingPlan:
             raise ParameterError(f"l2 must be non-negative, got {self.l2}")
         if self.optimizer not in OPTIMIZERS:
             raise ParameterError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if len(self.n_features) != len(self.parties) or min(self.n_features) < 1:
+            raise ParameterError("n_features needs a positive count for every party")
+        if not self.allow_small_batches:
+            smallest = self.n_samples // self.batches_per_epoch
+            for party in self.parties:
+                columns = self.gradient_size(party)
+                if smallest <= columns:
+                    raise ParameterError(
+                        f"batch size {smallest} is not larger than party {party!r}'s {columns} "
+                        "gradient columns: its gradient would reveal the residuals (and so the "
+                        "labels or the other parties' scores); use a larger batch_size or pass "
+                        "allow_small_batches=True if you accept that leak"
+                    )
+
+    def gradient_size(self, party: str) -> int:
+        """Number of gradient values ``party`` sends: its features, plus the intercept."""
+        count = self.n_features[self.parties.index(party)]
+        return count + 1 if party == self.active else count
 
     @property
     def parties(self) -> tuple[str, ...]:
@@ -65,14 +131,11 @@ class TrainingPlan:
 
     @property
     def batches_per_epoch(self) -> int:
-        # Remainder rows are spread over the batches so that no batch is smaller than batch_size
-        # (a small last batch would weaken the label-leak guard).
         return max(1, self.n_samples // self.batch_size)
 
     def batch_indices(self, epoch: int, batch: int) -> np.ndarray:
         """Sorted row indices of one mini-batch (the same at every party)."""
-        order = np.random.default_rng([self.seed, epoch]).permutation(self.n_samples)
-        return np.sort(np.array_split(order, self.batches_per_epoch)[batch])
+        return minibatches(self.seed, self.n_samples, self.batch_size, epoch)[batch]
 
     def digest(self) -> bytes:
         canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
@@ -89,6 +152,13 @@ class ScoringPlan:
     n_rows: int
     backend: str
     key_bits: int
+
+    def __post_init__(self) -> None:
+        _check_names((self.coordinator, self.active, *self.passives))
+        if not self.passives:
+            raise ParameterError("at least one passive party is needed")
+        if self.n_rows < 1:
+            raise ParameterError("no rows to score")
 
     @property
     def parties(self) -> tuple[str, ...]:

@@ -45,11 +45,13 @@ from vfl.messages import (
     TrainingComplete,
 )
 from vfl.optim import make_optimizer
-from vfl.plan import TrainingPlan
+from vfl.plan import SessionPlan, TrainingPlan
 
-__all__ = ["Outgoing", "Coordinator", "ActiveParty", "PassiveParty", "check_batch_guard"]
+__all__ = ["Outgoing", "Coordinator", "ActiveParty", "PassiveParty"]
 
 _LOG2 = math.log(2.0)
+#: Plaintext multiplications a ciphertext has been through, per field (pins the scale/level).
+FRESH, PRODUCT = 0, 1
 
 
 @dataclass(frozen=True)
@@ -72,23 +74,6 @@ class _State(enum.Enum):
     DONE = "finished"
 
 
-def check_batch_guard(plan: TrainingPlan, n_features: int, party: str, override: bool) -> None:
-    """Refuse batches through which a party could solve its gradient for the residuals.
-
-    With ``m <= n_features`` the plaintext gradient ``X^T d / m`` determines ``d`` and so the
-    labels; SecretFlow enforces the same bound.
-    """
-    if override:
-        return
-    smallest = plan.n_samples // plan.batches_per_epoch
-    if smallest <= n_features:
-        raise ParameterError(
-            f"batch size {smallest} is not larger than party {party!r}'s {n_features} features: "
-            "its gradient would reveal the residuals (and so the labels); use a larger "
-            "batch_size or pass allow_small_batches=True if you accept that leak"
-        )
-
-
 def _round_of(plan: TrainingPlan, epoch: int, batch: int) -> int:
     return 1 + epoch * plan.batches_per_epoch + batch
 
@@ -96,12 +81,9 @@ def _round_of(plan: TrainingPlan, epoch: int, batch: int) -> int:
 class _Role:
     """Shared plumbing: session/round/sender checks and key loading."""
 
-    name: str
-    plan: TrainingPlan
-
-    def __init__(self, name: str, plan: TrainingPlan) -> None:
+    def __init__(self, name: str, plan: SessionPlan) -> None:
         self.name = name
-        self.plan = plan
+        self.plan: SessionPlan = plan
         self.state = _State.WAIT_KEY
         self.session_id = b""
         self.public_key: PublicKey | None = None
@@ -129,7 +111,9 @@ class _Role:
             allowed = ", ".join(t.__name__ for t in types)
             raise self._reject(sender, envelope, f"expected {allowed}")
         if sender not in senders:
-            raise self._reject(sender, envelope, f"expected it from {', '.join(senders)}")
+            raise self._reject(
+                sender, envelope, f"expected it from {', '.join(senders) or 'nobody'}"
+            )
         if envelope.session_id != self.session_id:
             raise self._reject(sender, envelope, "it belongs to another session")
         if envelope.round_index != round_index:
@@ -141,9 +125,9 @@ class _Role:
         return self.public_key
 
     def _load_ciphertext(
-        self, sender: str, envelope: Envelope, data: bytes, size: int
+        self, sender: str, envelope: Envelope, data: bytes, size: int, depth: int
     ) -> CiphertextVector:
-        vector = self._key().ciphertext_from_bytes(data)
+        vector = self._key().ciphertext_from_bytes(data, depth=depth)
         if vector.size != size:
             raise self._reject(sender, envelope, f"expected {size} ciphertexts, got {vector.size}")
         return vector
@@ -169,28 +153,24 @@ class _Role:
 class _Party(_Role):
     """A data-holding party: its features, its weights, its optimizer."""
 
+    plan: TrainingPlan
+
     def __init__(
-        self,
-        name: str,
-        features: np.ndarray,
-        plan: TrainingPlan,
-        *,
-        fit_intercept: bool,
-        allow_small_batches: bool = False,
+        self, name: str, features: np.ndarray, plan: TrainingPlan, *, fit_intercept: bool
     ) -> None:
         super().__init__(name, plan)
+        self.plan = plan
         features = np.asarray(features, dtype=np.float64)
-        if features.ndim != 2 or features.shape[0] != plan.n_samples:
+        expected = plan.n_features[plan.parties.index(name)]
+        if features.ndim != 2 or features.shape != (plan.n_samples, expected):
             raise ParameterError(
-                f"party {name!r}: features must be a 2-D array with {plan.n_samples} rows"
+                f"party {name!r}: features must be a ({plan.n_samples}, {expected}) array as "
+                f"the plan says, got {features.shape}"
             )
-        if features.shape[1] == 0:
-            raise ParameterError(f"party {name!r} has no feature columns")
-        check_batch_guard(plan, features.shape[1], name, allow_small_batches)
         self._features = features
         self.fit_intercept = fit_intercept
-        self.n_features = features.shape[1]
-        self.weights = np.zeros(self.n_features + (1 if fit_intercept else 0))
+        self.n_features = expected
+        self.weights = np.zeros(plan.gradient_size(name))
         self._optimizer = make_optimizer(plan.optimizer, plan.learning_rate)
         self._batch = np.empty(0, dtype=np.int64)
         self._mask: Mask | None = None
@@ -214,26 +194,17 @@ class _Party(_Role):
     def _scores(self, rows: np.ndarray) -> np.ndarray:
         return self._design(rows) @ self.weights
 
-    def _masked_gradient(self, residual: CiphertextVector) -> Outgoing:
+    def _masked_gradient(
+        self, rows: np.ndarray, residual: CiphertextVector
+    ) -> tuple[Outgoing, Mask]:
         key = self._key()
-        gradient = key.dot_columns(self._design(self._batch), residual)
-        masked, self._mask = key.mask(gradient)
+        gradient = key.dot_columns(self._design(rows), residual)
+        masked, mask = key.mask(gradient)
         message = MaskedGradient(values=key.ciphertext_to_bytes(masked))
-        return Outgoing(self.plan.coordinator, message, self.round_index)
-
-    def _apply_gradient(self, sender: str, envelope: Envelope) -> None:
-        message = envelope.message
-        assert isinstance(message, MaskedGradientDecryption) and self._mask is not None
-        raw = self._key().unmask(message.values, self._mask)  # checks the count
-        gradient = raw / (4.0 * self._batch.size)
-        penalty = self.plan.l2 * self.weights
-        if self.fit_intercept:
-            penalty[-1] = 0.0  # the intercept is not regularised
-        self.weights = self._optimizer.step(self.weights, gradient + penalty)
-        self._mask = None
+        return Outgoing(self.plan.coordinator, message, self.round_index), mask
 
     def _handle_common(self, sender: str, envelope: Envelope) -> bool:
-        """Announcement, round start bookkeeping and completion. True when handled."""
+        """Announcement, completion and the gradient step. True when handled."""
         if self.state is _State.WAIT_KEY:
             self._accept_announcement(sender, envelope)
             return True
@@ -249,22 +220,41 @@ class _Party(_Role):
             self.converged = envelope.message.converged
             self.state = _State.DONE
             return True
+        if self.state is _State.WAIT_GRADIENT:
+            self._expect(
+                sender,
+                envelope,
+                (MaskedGradientDecryption,),
+                (self.plan.coordinator,),
+                self.round_index,
+            )
+            message = envelope.message
+            assert isinstance(message, MaskedGradientDecryption) and self._mask is not None
+            raw = self._key().unmask(message.values, self._mask)  # checks the count
+            gradient = raw / (4.0 * self._batch.size)
+            penalty = self.plan.l2 * self.weights
+            if self.fit_intercept:
+                penalty[-1] = 0.0  # the intercept is not regularised
+            self.weights = self._optimizer.step(self.weights, gradient + penalty)
+            self._mask = None
+            self.state = _State.IDLE
+            return True
         return False
 
-    def _start_round(self, sender: str, envelope: Envelope) -> tuple[int, int]:
+    def _start_round(self, sender: str, envelope: Envelope) -> np.ndarray:
+        """Check a RoundStart and return the batch's rows (nothing is changed here)."""
         self._expect(
             sender, envelope, (RoundStart,), (self.plan.coordinator,), self.round_index + 1
         )
         message = envelope.message
         assert isinstance(message, RoundStart)
-        expected = _round_of(self.plan, message.epoch, message.batch)
         valid = (
             0 <= message.epoch < self.plan.max_iter
             and 0 <= message.batch < self.plan.batches_per_epoch
         )
-        if not valid or expected != envelope.round_index:
+        if not valid or _round_of(self.plan, message.epoch, message.batch) != envelope.round_index:
             raise self._reject(sender, envelope, "epoch/batch do not match the round")
-        return message.epoch, message.batch
+        return self.plan.batch_indices(message.epoch, message.batch)
 
 
 class PassiveParty(_Party):
@@ -274,23 +264,12 @@ class PassiveParty(_Party):
     ----------
     name, features, plan:
         Its name in the plan, its aligned training features ``(n_samples, n_features)``, the plan.
-    allow_small_batches:
-        Switch off the label-leak guard (``batch_size`` must exceed ``n_features``).
     """
 
-    def __init__(
-        self,
-        name: str,
-        features: np.ndarray,
-        plan: TrainingPlan,
-        *,
-        allow_small_batches: bool = False,
-    ) -> None:
+    def __init__(self, name: str, features: np.ndarray, plan: TrainingPlan) -> None:
         if name not in plan.passives:
             raise ParameterError(f"{name!r} is not a passive party of this plan")
-        super().__init__(
-            name, features, plan, fit_intercept=False, allow_small_batches=allow_small_batches
-        )
+        super().__init__(name, features, plan, fit_intercept=False)
         position = plan.passives.index(name)
         self._sends_cross_term = position < len(plan.passives) - 1
         self._own_scores = np.empty(0)
@@ -299,9 +278,8 @@ class PassiveParty(_Party):
         if self._handle_common(sender, envelope):
             return []
         if self.state is _State.IDLE:
-            epoch, batch = self._start_round(sender, envelope)
+            rows = self._start_round(sender, envelope)
             key = self._key()
-            rows = self.plan.batch_indices(epoch, batch)
             scores = self._scores(rows)
             scores_message = EncryptedPartialScores(
                 scores=key.ciphertext_to_bytes(key.encrypt(scores)),
@@ -317,39 +295,29 @@ class PassiveParty(_Party):
             )
             message = envelope.message
             assert isinstance(message, EncryptedResidual)
-            residual = self._load_ciphertext(sender, envelope, message.residual, self._batch.size)
+            size = self._batch.size
+            residual = self._load_ciphertext(sender, envelope, message.residual, size, FRESH)
             later: CiphertextVector | None = None
             if self._sends_cross_term:
-                later = self._load_ciphertext(
-                    sender, envelope, message.later_scores, self._batch.size
-                )
+                later = self._load_ciphertext(sender, envelope, message.later_scores, size, FRESH)
             elif message.later_scores:
                 raise self._reject(sender, envelope, "unexpected later_scores")
-            out = [self._masked_gradient(residual)]
+            gradient, mask = self._masked_gradient(self._batch, residual)
+            out = [gradient]
             if later is not None:
-                key = self._key()
-                cross = key.rerandomize(key.dot_columns(self._own_scores[:, None], later))
-                out.append(
-                    Outgoing(
-                        self.plan.active,
-                        EncryptedCrossTerm(value=key.ciphertext_to_bytes(cross)),
-                        self.round_index,
-                    )
-                )
+                cross = self._cross_term(later)
+                cross_message = EncryptedCrossTerm(value=self._key().ciphertext_to_bytes(cross))
+                out.append(Outgoing(self.plan.active, cross_message, self.round_index))
+            self._mask = mask
             self.state = _State.WAIT_GRADIENT
             return out
-        if self.state is _State.WAIT_GRADIENT:
-            self._expect(
-                sender,
-                envelope,
-                (MaskedGradientDecryption,),
-                (self.plan.coordinator,),
-                self.round_index,
-            )
-            self._apply_gradient(sender, envelope)
-            self.state = _State.IDLE
-            return []
         raise self._reject(sender, envelope, "no message is expected")
+
+    def _cross_term(self, later: CiphertextVector) -> CiphertextVector:
+        # Re-randomised: the label party made [[later]] and could otherwise test guesses of our
+        # scores against the deterministic product.
+        key = self._key()
+        return key.rerandomize(key.dot_columns(self._own_scores[:, None], later))
 
 
 class ActiveParty(_Party):
@@ -360,19 +328,11 @@ class ActiveParty(_Party):
     """
 
     def __init__(
-        self,
-        name: str,
-        features: np.ndarray,
-        labels: np.ndarray,
-        plan: TrainingPlan,
-        *,
-        allow_small_batches: bool = False,
+        self, name: str, features: np.ndarray, labels: np.ndarray, plan: TrainingPlan
     ) -> None:
         if name != plan.active:
             raise ParameterError(f"{name!r} is not the active party of this plan")
-        super().__init__(
-            name, features, plan, fit_intercept=True, allow_small_batches=allow_small_batches
-        )
+        super().__init__(name, features, plan, fit_intercept=True)
         labels = np.asarray(labels, dtype=np.float64).ravel()
         if labels.shape != (plan.n_samples,) or not np.isin(labels, (0.0, 1.0)).all():
             raise ParameterError(f"active party {name!r} needs {plan.n_samples} labels in {{0, 1}}")
@@ -385,10 +345,9 @@ class ActiveParty(_Party):
         if self._handle_common(sender, envelope):
             return []
         if self.state is _State.IDLE:
-            epoch, batch = self._start_round(sender, envelope)
-            self._batch = self.plan.batch_indices(epoch, batch)
-            self._partial = {}
-            self._cross = {}
+            rows = self._start_round(sender, envelope)
+            self._batch = rows
+            self._partial, self._cross = {}, {}
             self.round_index = envelope.round_index
             self.state = _State.WAIT_SCORES
             return []
@@ -397,44 +356,43 @@ class ActiveParty(_Party):
             self._expect(sender, envelope, (EncryptedPartialScores,), pending, self.round_index)
             message = envelope.message
             assert isinstance(message, EncryptedPartialScores)
-            scores = self._load_ciphertext(sender, envelope, message.scores, self._batch.size)
-            squared = self._load_ciphertext(sender, envelope, message.squared_sum, 1)
-            self._partial[sender] = (scores, squared)
-            if len(self._partial) < len(self.plan.passives):
+            size = self._batch.size
+            scores = self._load_ciphertext(sender, envelope, message.scores, size, FRESH)
+            squared = self._load_ciphertext(sender, envelope, message.squared_sum, 1, FRESH)
+            partial = {**self._partial, sender: (scores, squared)}
+            if len(partial) < len(self.plan.passives):
+                self._partial = partial
                 return []
-            return self._residual_round()
+            out, loss = self._residual_round(partial)  # may raise: commit only afterwards
+            self._partial = partial
+            if len(self.plan.passives) > 1:
+                self._loss = loss
+                self.state = _State.WAIT_CROSS
+                return out
+            self.state = _State.WAIT_GRADIENT
+            return [*out, self._loss_message(loss)]
         if self.state is _State.WAIT_CROSS:
             pending = tuple(p for p in self.plan.passives[:-1] if p not in self._cross)
             self._expect(sender, envelope, (EncryptedCrossTerm,), pending, self.round_index)
             message = envelope.message
             assert isinstance(message, EncryptedCrossTerm)
-            self._cross[sender] = self._load_ciphertext(sender, envelope, message.value, 1)
-            if len(self._cross) < len(self.plan.passives) - 1:
+            term = self._load_ciphertext(sender, envelope, message.value, 1, PRODUCT)
+            cross = {**self._cross, sender: term}
+            if len(cross) < len(self.plan.passives) - 1:
+                self._cross = cross
                 return []
             key = self._key()
             assert self._loss is not None
             loss = self._loss
-            for term in self._cross.values():
-                loss = key.add(loss, key.add(term, term))  # cross terms appear twice in z^2
+            for value in cross.values():
+                loss = key.add(loss, key.add(value, value))  # cross terms appear twice in z^2
+            self._cross = cross
             self.state = _State.WAIT_GRADIENT
             return [self._loss_message(loss)]
-        if self.state is _State.WAIT_GRADIENT:
-            self._expect(
-                sender,
-                envelope,
-                (MaskedGradientDecryption,),
-                (self.plan.coordinator,),
-                self.round_index,
-            )
-            self._apply_gradient(sender, envelope)
-            self.state = _State.IDLE
-            return []
         raise self._reject(sender, envelope, "no message is expected")
 
     def _loss_message(self, loss: CiphertextVector) -> Outgoing:
-        message = EncryptedLoss(
-            value=self._key().ciphertext_to_bytes(loss), n_samples=int(self._batch.size)
-        )
+        message = EncryptedLoss(value=self._key().ciphertext_to_bytes(loss))
         return Outgoing(self.plan.coordinator, message, self.round_index)
 
     def _add_label_term(self, total: CiphertextVector, term: np.ndarray) -> CiphertextVector:
@@ -443,13 +401,16 @@ class ActiveParty(_Party):
         key = self._key()
         return key.add(total, key.encrypt(term))
 
-    def _residual_round(self) -> list[Outgoing]:
+    def _residual_round(
+        self, partial: dict[str, tuple[CiphertextVector, CiphertextVector]]
+    ) -> tuple[list[Outgoing], CiphertextVector]:
+        """Residual to every passive party, own masked gradient, and the loss so far."""
         key = self._key()
         rows = self._batch
         own = self._scores(rows)
         labels = self._labels[rows]
         passives = self.plan.passives
-        encrypted = [self._partial[p][0] for p in passives]
+        encrypted = [partial[p][0] for p in passives]
         total = encrypted[0]
         for vector in encrypted[1:]:
             total = key.add(total, vector)
@@ -465,21 +426,18 @@ class ActiveParty(_Party):
                 later = key.ciphertext_to_bytes(key.rerandomize(later_sum))
             message = EncryptedResidual(residual=residual_bytes, later_scores=later)
             out.append(Outgoing(passive, message, self.round_index))
-        out.append(self._masked_gradient(residual))
+        gradient, mask = self._masked_gradient(rows, residual)
+        out.append(gradient)
         # 8 * Taylor loss summed over the batch, with y' = 2y - 1 and z = u_B + U:
         #   8 log 2 - 4 y' z + z^2 = [8 log 2 - 4 y' u_B + u_B^2] + (2 u_B - 4 y') U + U^2
         signed = 2.0 * labels - 1.0
         loss = key.dot_columns((2.0 * own - 4.0 * signed)[:, None], total)
         for p in passives:
-            loss = key.add(loss, self._partial[p][1])
+            loss = key.add(loss, partial[p][1])
         own_term = float(np.sum(8.0 * _LOG2 - 4.0 * signed * own + own * own))
-        self._loss = key.add(loss, key.encrypt([own_term]))
-        if len(passives) > 1:
-            self.state = _State.WAIT_CROSS
-            return out
-        out.append(self._loss_message(self._loss))
-        self.state = _State.WAIT_GRADIENT
-        return out
+        loss = key.add(loss, key.encrypt([own_term]))
+        self._mask = mask
+        return out, loss
 
 
 class Coordinator(_Role):
@@ -489,10 +447,13 @@ class Coordinator(_Role):
     value uniform in the plaintext space.
     """
 
+    plan: TrainingPlan
+
     def __init__(self, name: str, plan: TrainingPlan, secret_key: SecretKey, session_id: bytes):
         if name != plan.coordinator:
             raise ParameterError(f"{name!r} is not the coordinator of this plan")
         super().__init__(name, plan)
+        self.plan = plan
         if secret_key.public_key.backend_name != plan.backend:
             raise ParameterError("secret key does not belong to the plan's backend")
         if secret_key.public_key.key_bits != plan.key_bits:
@@ -505,7 +466,7 @@ class Coordinator(_Role):
         self.batch_losses: list[float] = []
         self._epoch_losses: list[tuple[float, int]] = []
         self._gradients: dict[str, CiphertextVector] = {}
-        self._loss: tuple[CiphertextVector, int] | None = None
+        self._loss: CiphertextVector | None = None
         self._epoch = 0
         self._batch = 0
         self.n_iter = 0
@@ -520,7 +481,7 @@ class Coordinator(_Role):
         self._started = True
         announce = PublicKeyAnnouncement(
             backend=self.plan.backend,
-            public_key=self.public_key.to_bytes() if self.public_key else b"",
+            public_key=self._key().to_bytes(),
             plan_digest=self.plan.digest(),
         )
         out = [Outgoing(p, announce, 0) for p in self.plan.parties]
@@ -536,30 +497,27 @@ class Coordinator(_Role):
     def handle(self, sender: str, envelope: Envelope) -> list[Outgoing]:
         if self.state is not _State.WAIT_ROUND:
             raise self._reject(sender, envelope, "no message is expected")
-        key = self._key()
         message = envelope.message
         if isinstance(message, MaskedGradient):
             pending = tuple(p for p in self.plan.parties if p not in self._gradients)
             self._expect(sender, envelope, (MaskedGradient,), pending, self.round_index)
-            self._gradients[sender] = key.ciphertext_from_bytes(message.values)
+            # the size is pinned by the plan: a party cannot have a residual vector decrypted
+            size = self.plan.gradient_size(sender)
+            gradient = self._load_ciphertext(sender, envelope, message.values, size, PRODUCT)
+            self._gradients = {**self._gradients, sender: gradient}
         else:
             senders = (self.plan.active,) if self._loss is None else ()
             self._expect(sender, envelope, (EncryptedLoss,), senders, self.round_index)
             assert isinstance(message, EncryptedLoss)
-            loss = key.ciphertext_from_bytes(message.value)
-            if loss.size != 1 or message.n_samples < 1:
-                raise self._reject(sender, envelope, "the loss must be one ciphertext")
-            self._loss = (loss, message.n_samples)
+            self._loss = self._load_ciphertext(sender, envelope, message.value, 1, PRODUCT)
         if len(self._gradients) < len(self.plan.parties) or self._loss is None:
             return []
         return self._finish_round()
 
     def _finish_round(self) -> list[Outgoing]:
         assert self._loss is not None
-        ciphertext, n_samples = self._loss
-        batch_loss = float(self._secret_key.decrypt(ciphertext)[0]) / (8.0 * n_samples)
-        self.batch_losses.append(batch_loss)
-        self._epoch_losses.append((batch_loss, n_samples))
+        n_samples = int(self.plan.batch_indices(self._epoch, self._batch).size)
+        batch_loss = float(self._secret_key.decrypt(self._loss)[0]) / (8.0 * n_samples)
         out = [
             Outgoing(
                 party,
@@ -568,6 +526,8 @@ class Coordinator(_Role):
             )
             for party, gradient in self._gradients.items()
         ]
+        self.batch_losses.append(batch_loss)
+        self._epoch_losses.append((batch_loss, n_samples))
         self.completed_rounds += 1
         self._batch += 1
         if self._batch < self.plan.batches_per_epoch:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from protocols.backend import CiphertextVector, Mask, SecretKey
-from protocols.errors import ParameterError
+from protocols.errors import LocalProtocolError, ParameterError
 from protocols.wire import Envelope
 from vfl.messages import (
     EncryptedPartialScores,
@@ -22,17 +22,17 @@ from vfl.messages import (
     ScoringStart,
 )
 from vfl.plan import ScoringPlan
-from vfl.roles import Outgoing, _Role, _State
+from vfl.roles import FRESH, Outgoing, _Role, _State
 
 __all__ = ["ScoringCoordinator", "ActiveScorer", "PassiveScorer"]
 
 
 class _ScoringRole(_Role):
-    plan: ScoringPlan  # type: ignore[assignment]
+    plan: ScoringPlan
 
     def __init__(self, name: str, plan: ScoringPlan) -> None:
-        # _Role only reads coordinator/backend/key_bits/digest, which ScoringPlan also has.
-        super().__init__(name, plan)  # type: ignore[arg-type]
+        super().__init__(name, plan)
+        self.plan = plan
 
 
 class _ScoringParty(_ScoringRole):
@@ -120,9 +120,10 @@ class ActiveScorer(_ScoringParty):
             assert isinstance(message, EncryptedPartialScores)
             if message.squared_sum:
                 raise self._reject(sender, envelope, "scoring carries no squared sum")
-            self._partial[sender] = self._load_ciphertext(
-                sender, envelope, message.scores, self.plan.n_rows
+            scores = self._load_ciphertext(
+                sender, envelope, message.scores, self.plan.n_rows, FRESH
             )
+            self._partial = {**self._partial, sender: scores}
             if len(self._partial) < len(self.plan.passives):
                 return []
             key = self._key()
@@ -163,6 +164,8 @@ class ScoringCoordinator(_ScoringRole):
         self.state = _State.IDLE
 
     def start(self) -> list[Outgoing]:
+        if self.state is not _State.IDLE:
+            raise LocalProtocolError("the scoring coordinator has already started")
         announce = PublicKeyAnnouncement(
             backend=self.plan.backend,
             public_key=self._key().to_bytes(),
@@ -180,9 +183,9 @@ class ScoringCoordinator(_ScoringRole):
             raise self._reject(sender, envelope, "no message is expected")
         self._expect(sender, envelope, (MaskedScores,), (self.plan.active,), 1)
         assert isinstance(envelope.message, MaskedScores)
-        masked = self._key().ciphertext_from_bytes(envelope.message.values)
-        if masked.size != self.plan.n_rows:
-            raise self._reject(sender, envelope, f"expected {self.plan.n_rows} values")
+        masked = self._load_ciphertext(
+            sender, envelope, envelope.message.values, self.plan.n_rows, FRESH
+        )
         self.state = _State.DONE
         reply = MaskedScoresDecryption(values=self._secret_key.decrypt_masked(masked))
         return [Outgoing(self.plan.active, reply, 1)]
