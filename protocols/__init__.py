@@ -41,11 +41,15 @@ __all__ = [
     "TransportError",
 ]
 
-BACKENDS = ("paillier",)
+BACKENDS = ("paillier", "ckks")
 
 
 def get_backend(name: str) -> Backend:
-    """The backend called ``name`` (``"paillier"``; CKKS arrives with a later release)."""
+    """The backend called ``name``: ``"paillier"`` or ``"ckks"``."""
     if name == "paillier":
         return PaillierBackend()
+    if name == "ckks":
+        from protocols.ckks import CKKSBackend  # imports SEAL only when asked for
+
+        return CKKSBackend()
     raise ParameterError(f"backend must be one of {BACKENDS}, got {name!r}")

@@ -147,8 +147,12 @@ class Backend(abc.ABC):
     name: ClassVar[str]
 
     @abc.abstractmethod
-    def generate_secret_key(self, key_bits: int) -> SecretKey:
-        """New key pair. Raises ``InsecureParametersError`` below the security floor."""
+    def generate_secret_key(self, key_bits: int, *, vector_width: int = 1) -> SecretKey:
+        """New key pair. Raises ``InsecureParametersError`` below the security floor.
+
+        ``vector_width`` is the largest number of values a party multiplies one encrypted
+        sample by (its gradient size); packed schemes lay their slots out for it.
+        """
 
     @abc.abstractmethod
     def public_key_from_bytes(self, data: bytes) -> PublicKey:

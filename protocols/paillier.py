@@ -467,7 +467,10 @@ class PaillierBackend(Backend):
 
     name: ClassVar[str] = "paillier"
 
-    def generate_secret_key(self, key_bits: int = MIN_KEY_BITS) -> PaillierSecretKey:
+    def generate_secret_key(
+        self, key_bits: int = MIN_KEY_BITS, *, vector_width: int = 1
+    ) -> PaillierSecretKey:
+        """``vector_width`` is ignored: Paillier packs one value per ciphertext."""
         _check_key_bits(key_bits)
         half = key_bits // 2
         while True:

@@ -76,11 +76,14 @@ def make_blocks(
     return blocks, y
 
 
-def build_session(blocks, y, passives, *, active_cls=None, key_bits=512, **plan_fields):
+def build_session(
+    blocks, y, passives, *, active_cls=None, key_bits=512, backend="paillier", **plan_fields
+):
     """Roles of one training session over ``blocks`` (label party "bank", coordinator "c").
 
     Must run inside ``insecure_keys_allowed()`` for the default 512-bit test key.
     """
+    import dataclasses
     import secrets
 
     from protocols import get_backend
@@ -99,13 +102,15 @@ def build_session(blocks, y, passives, *, active_cls=None, key_bits=512, **plan_
         l2=0.0,
         optimizer="adam",
         seed=0,
-        backend="paillier",
+        backend=backend,
         key_bits=key_bits,
         n_features=tuple(blocks[p].shape[1] for p in ("bank", *passives)),
     )
     fields.update(plan_fields)
     plan = TrainingPlan(**fields)
-    secret_key = get_backend("paillier").generate_secret_key(key_bits)
+    width = max(plan.gradient_size(p) for p in plan.parties)
+    secret_key = get_backend(backend).generate_secret_key(key_bits, vector_width=width)
+    plan = dataclasses.replace(plan, key_bits=secret_key.public_key.key_bits)
     roles = {
         "c": Coordinator("c", plan, secret_key, secrets.token_bytes(16)),
         "bank": (active_cls or ActiveParty)("bank", blocks["bank"], y, plan),

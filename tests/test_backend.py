@@ -26,6 +26,7 @@ from phe import paillier as phe_paillier
 from protocols import paillier
 from protocols._multiexp import multi_exp
 from protocols.backend import Backend, CiphertextVector, PublicKey, SecretKey
+from protocols.ckks import CKKSBackend
 from protocols.errors import (
     DecryptionError,
     InsecureParametersError,
@@ -52,8 +53,10 @@ class BackendCase:
     test_key_bits: int
 
 
-# Append a CKKS case here when that backend exists; every contract test then runs on it too.
-BACKEND_CASES = [BackendCase("paillier", PaillierBackend, 512)]
+# Every contract test runs on each case. CKKS ignores key_bits (its ring follows the width).
+BACKEND_CASES = [BackendCase("paillier", PaillierBackend, 512), BackendCase("ckks", CKKSBackend, 0)]
+#: Widest gradient the contract tests compute (packed schemes lay out slots for it).
+VECTOR_WIDTH = 8
 
 PROPERTY = settings(max_examples=25, deadline=None)
 
@@ -96,13 +99,13 @@ def backend(case: BackendCase) -> Backend:
 @pytest.fixture(scope="module")
 def sk(case: BackendCase, backend: Backend) -> SecretKey:
     with insecure_keys_allowed():
-        return backend.generate_secret_key(case.test_key_bits)
+        return backend.generate_secret_key(case.test_key_bits, vector_width=VECTOR_WIDTH)
 
 
 @pytest.fixture(scope="module")
 def other_sk(case: BackendCase, backend: Backend) -> SecretKey:
     with insecure_keys_allowed():
-        return backend.generate_secret_key(case.test_key_bits)
+        return backend.generate_secret_key(case.test_key_bits, vector_width=VECTOR_WIDTH)
 
 
 @pytest.fixture(scope="module")
@@ -208,16 +211,17 @@ def test_mask_decrypt_masked_unmask_round_trip(
 def test_protocol_gradient_step(
     sk: SecretKey, pk: PublicKey, data: tuple[np.ndarray, list[float]]
 ) -> None:
-    # The shape of one mini-batch: [[d]] = 1/4 [[u]] + Enc(...), X^T [[d]] / m, mask, unmask.
+    # The shape of one mini-batch as vfl.roles runs it: [[4d]] = [[u]] + Enc(term) (one fresh
+    # encryption, no plaintext product), X^T [[4d]], mask, decrypt at the coordinator, unmask.
     matrix, u = data
     m = len(u)
-    offset = np.linspace(-0.5, 0.5, m)
-    d = pk.add(pk.mul_plain(pk.encrypt(u), np.full(m, 0.25)), pk.encrypt(offset))
-    grad = pk.mul_plain(pk.dot_columns(matrix, d), np.full(matrix.shape[1], 1 / m))
+    term = np.linspace(-2.0, 2.0, m)
+    residual = pk.add(pk.encrypt(u), pk.encrypt(term))
+    grad = pk.dot_columns(matrix, residual)
     masked, mask = pk.mask(grad)
-    at_coordinator = pk.ciphertext_from_bytes(pk.ciphertext_to_bytes(masked))
+    at_coordinator = pk.ciphertext_from_bytes(pk.ciphertext_to_bytes(masked), depth=1)
     got = pk.unmask(sk.decrypt_masked(at_coordinator), mask)
-    close(got, matrix.T @ (0.25 * np.asarray(u) + offset) / m, pk)
+    close(got, matrix.T @ (np.asarray(u) + term), pk)
 
 
 # == contract suite: serialisation ===========================================================
@@ -286,26 +290,44 @@ def largest_encodable_power_of_two(pk: PublicKey) -> float:
         value *= 2
 
 
-def test_decrypting_outside_the_encoding_range_raises(sk: SecretKey, pk: PublicKey) -> None:
+def _doubling_until_error(sk: SecretKey, pk: PublicKey, start: CiphertextVector, step) -> None:
+    """Apply ``step`` (which doubles the plaintext) until the backend objects, either at the
+    operation (ParameterError) or at decryption (DecryptionError); every result before must be
+    exact, and an error must come."""
+    expected = sk.decrypt(start)
+    current = start
+    for _ in range(4096):
+        try:
+            current = step(current)
+            got = sk.decrypt(current)
+        except (ParameterError, DecryptionError):
+            return
+        expected = expected * 2
+        close(got, expected, pk)
+    pytest.fail("no result ever left the backend's range")
+
+
+def test_sums_out_of_range_raise_before_any_wrong_value(sk: SecretKey, pk: PublicKey) -> None:
     big = largest_encodable_power_of_two(pk)
+    for start in ([big, 1.0], [-big, -1.0]):
+        _doubling_until_error(sk, pk, pk.encrypt(start), lambda c: pk.add(c, c))
     c = pk.encrypt([big, 1.0])
-    close(sk.decrypt(c), [big, 1.0], pk)
-    neg = pk.encrypt([-big, -1.0])
-    close(sk.decrypt(neg), [-big, -1.0], pk)
-    overflowing = (pk.add(c, c), pk.add_plain(c, [big, 0.0]), pk.add(neg, neg))
-    for result in overflowing:
-        with pytest.raises(DecryptionError):
-            sk.decrypt(result)
+    _doubling_until_error(
+        sk,
+        pk,
+        c,
+        lambda x: pk.add_plain(x, sk.decrypt(x)),  # x + its own value
+    )
 
 
 def test_scaling_out_of_range_raises_before_any_wrong_value(sk: SecretKey, pk: PublicKey) -> None:
     # Double the input until a product no longer fits: every result before that is exact.
     value = 1.0
     for _ in range(4096):
-        product = pk.mul_plain(pk.encrypt([value]), [2.0])
         try:
+            product = pk.mul_plain(pk.encrypt([value]), [2.0])
             got = sk.decrypt(product)
-        except DecryptionError:
+        except (ParameterError, DecryptionError):
             break
         close(got, [2 * value], pk)
         value *= 2
@@ -364,9 +386,7 @@ def test_size_mismatches_raise_local_protocol_error(pk: PublicKey) -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(data=st.binary(max_size=300))
-def test_garbage_never_escapes_the_error_tree(
-    backend: Backend, pk: PublicKey, data: bytes
-) -> None:
+def test_garbage_never_escapes_the_error_tree(backend: Backend, pk: PublicKey, data: bytes) -> None:
     # Random bytes may, very rarely, form a well-shaped small key (InsecureParametersError);
     # anything else outside the error tree fails the test.
     for decode in (pk.ciphertext_from_bytes, backend.public_key_from_bytes):
@@ -378,26 +398,16 @@ def test_garbage_never_escapes_the_error_tree(
 
 def test_malformed_public_key_bytes_raise(backend: Backend, pk: PublicKey) -> None:
     data = pk.to_bytes()
-    malformed = [data[:end] for end in range(0, len(data), 7)]
+    # every 7th cut of the first 4 KiB, then 64 spread over the rest (CKKS keys are ~11 MB)
+    cuts = set(range(0, min(len(data), 4096), 7)) | set(
+        np.linspace(0, len(data) - 1, 64, dtype=int)
+    )
+    malformed = [data[:end] for end in sorted(cuts)]
     malformed += [data[:-1], data + b"\x00", b"XX" + data[2:], bytes(len(data))]
     with insecure_keys_allowed():
         for bad in malformed:
             with pytest.raises(RemoteProtocolError):
                 backend.public_key_from_bytes(bad)
-
-
-def test_small_public_key_outside_the_switch_is_insecure(
-    backend: Backend, pk: PublicKey
-) -> None:
-    with pytest.raises(InsecureParametersError):
-        backend.public_key_from_bytes(pk.to_bytes())
-
-
-def test_small_key_generation_outside_the_switch_is_insecure(
-    case: BackendCase, backend: Backend
-) -> None:
-    with pytest.raises(InsecureParametersError):
-        backend.generate_secret_key(case.test_key_bits)
 
 
 def test_masked_payload_is_checked(sk: SecretKey, pk: PublicKey) -> None:
@@ -486,6 +496,28 @@ def paillier_sk() -> PaillierSecretKey:
 @pytest.fixture(scope="module")
 def paillier_pk(paillier_sk: PaillierSecretKey) -> PaillierPublicKey:
     return paillier_sk.public_key
+
+
+def test_paillier_small_public_key_outside_the_switch_is_insecure(
+    paillier_pk: PaillierPublicKey,
+) -> None:
+    with pytest.raises(InsecureParametersError):
+        PaillierBackend().public_key_from_bytes(paillier_pk.to_bytes())
+
+
+def test_paillier_small_key_generation_outside_the_switch_is_insecure() -> None:
+    with pytest.raises(InsecureParametersError):
+        PaillierBackend().generate_secret_key(512)
+
+
+def test_ckks_parameter_sets_are_fixed_and_secure() -> None:
+    # CKKS has no small test keys: the ring is 8192 or 16384 with a 200-bit modulus
+    # (128-bit security per the HE standard), whatever the caller asks for.
+    for width, degree in ((1, 8192), (1024, 8192), (1025, 16384)):
+        pk = CKKSBackend().generate_secret_key(512, vector_width=width).public_key
+        assert pk.key_bits == degree
+    with pytest.raises(ParameterError):
+        CKKSBackend().generate_secret_key(0, vector_width=0)
 
 
 def test_paillier_secret_key_must_factor_n(paillier_sk: PaillierSecretKey) -> None:
@@ -645,9 +677,7 @@ def test_kat_fixed_randomness_matches_plain_pow(
     pk = kat_sk.public_key
     a_bytes = bytes(range(7, 7 + pk.key_bits // 16))  # the exponent's bytes, little-endian
     a = int.from_bytes(a_bytes, "little")
-    monkeypatch.setattr(
-        paillier, "secrets", SimpleNamespace(token_bytes=lambda k: a_bytes[:k])
-    )
+    monkeypatch.setattr(paillier, "secrets", SimpleNamespace(token_bytes=lambda k: a_bytes[:k]))
     n, n2 = KAT_N, KAT_N * KAT_N
     hs = pow((-KAT_X * KAT_X) % n, n, n2)
     got = pk.encrypt([1.5, -2.0])

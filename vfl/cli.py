@@ -26,11 +26,14 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend",
         default="paillier",
-        choices=["paillier"],
+        choices=["paillier", "ckks"],
         help="homomorphic encryption scheme (default: paillier)",
     )
     parser.add_argument(
-        "--key-bits", type=int, default=2048, help="key size in bits (default: 2048)"
+        "--key-bits",
+        type=int,
+        default=2048,
+        help="Paillier key size in bits (default: 2048; CKKS picks its own ring)",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed for data, split and mini-batches (default: 0)"
@@ -76,6 +79,10 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--id-column", default="id", help="customer ID column (default: id)")
     _model_args(train)
     return parser
+
+
+def _keys(args: argparse.Namespace) -> str:
+    return f"{args.key_bits}-bit paillier" if args.backend == "paillier" else "ckks"
 
 
 def _read_parties(specs: Sequence[str], id_column: str) -> dict[str, pd.DataFrame]:
@@ -128,7 +135,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         frames = {"bank": data.bank, "retailer": data.retailer}
         print(
             f"synthetic federation: bank {len(data.bank)} rows, retailer "
-            f"{len(data.retailer)} rows; {args.key_bits}-bit {args.backend} keys"
+            f"{len(data.retailer)} rows; {_keys(args)} keys"
         )
         report = run_pipeline(
             frames,

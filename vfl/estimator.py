@@ -8,6 +8,7 @@ crosses as bytes. In a deployment each organisation runs only its own role.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -76,10 +77,12 @@ class VerticalLogisticRegression:
     Parameters
     ----------
     backend:
-        ``"paillier"`` (CKKS arrives in a later release).
+        ``"paillier"`` (exact fixed-point arithmetic) or ``"ckks"`` (approximate, packed, much
+        faster; see ``docs/security.md`` for its masking and precision trade-offs).
     key_bits:
-        Modulus size; 2048 by default, smaller only inside
-        ``protocols.testing.insecure_keys_allowed()``.
+        Paillier modulus size; 2048 by default, smaller only inside
+        ``protocols.testing.insecure_keys_allowed()``. CKKS ignores it and picks a 128-bit-secure
+        ring (N = 8192 or 16384) from the parties' feature counts.
     learning_rate, max_iter, batch_size, l2, optimizer, tol:
         Mini-batch training on the Taylor approximation ``sigmoid(z) ~ 1/2 + z/4``; ``max_iter``
         counts epochs; training stops early when the epoch's mean Taylor loss changes by less
@@ -287,7 +290,10 @@ class VerticalLogisticRegression:
             n_features=tuple(matrices[p].shape[1] for p in (label_party, *passives)),
             allow_small_batches=bool(self.allow_small_batches),
         )
-        secret_key = backend.generate_secret_key(self.key_bits)
+        width = max(plan.gradient_size(p) for p in plan.parties)
+        secret_key = backend.generate_secret_key(self.key_bits, vector_width=width)
+        # CKKS picks its ring from the data; the plan records the key actually used
+        plan = dataclasses.replace(plan, key_bits=secret_key.public_key.key_bits)
         coordinator = Coordinator(COORDINATOR, plan, secret_key, secrets.token_bytes(16))
         active = ActiveParty(label_party, matrices[label_party], y, plan)
         roles: dict[str, Any] = {COORDINATOR: coordinator, label_party: active}
@@ -320,6 +326,7 @@ class VerticalLogisticRegression:
         }
         self.label_party_ = label_party
         self.parties_ = tuple(frames)
+        self.key_bits_ = plan.key_bits
         self.coef_ = {name: model.coef.copy() for name, model in self.models_.items()}
         self.intercept_ = float(active.intercept)
         self.feature_names_ = {name: list(p.feature_names_) for name, p in preprocessors.items()}
@@ -355,7 +362,7 @@ class VerticalLogisticRegression:
             passives=passives,
             n_rows=n_rows,
             backend=self.backend,
-            key_bits=self.key_bits,
+            key_bits=secret_key.public_key.key_bits,
         )
         active_model = self.models_[self.label_party_]
         active = ActiveScorer(
@@ -402,6 +409,7 @@ class VerticalLogisticRegression:
                 for k, v in self.get_params().items()
             },
             "n_iter": self.n_iter_,
+            "key_bits": self.key_bits_,
             "converged": self.converged_,
             "history": self.history_,
             "seconds_per_epoch": self.seconds_per_epoch_,
@@ -432,6 +440,7 @@ class VerticalLogisticRegression:
         model.models_ = {name: PartyModel.load(folder, name) for name in parties}
         model.label_party_ = label_party
         model.parties_ = tuple(parties)
+        model.key_bits_ = int(manifest.get("key_bits", model.key_bits))
         model.coef_ = {name: m.coef.copy() for name, m in model.models_.items()}
         model.intercept_ = model.models_[label_party].intercept
         model.feature_names_ = {

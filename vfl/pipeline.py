@@ -115,7 +115,7 @@ def run_pipeline(
         },
         "label_party": label_party,
         "backend": model.backend,
-        "key_bits": model.key_bits,
+        "key_bits": model.key_bits_,
         "auc": federated["auc"],
         "ks": federated["ks"],
         "accuracy": federated["accuracy"],
@@ -130,12 +130,18 @@ def run_pipeline(
     }
 
 
+def _key_label(report: Mapping[str, Any]) -> str:
+    if report["backend"] == "ckks":
+        return f"N={report['key_bits']}"
+    return f"{report['key_bits']}-bit"
+
+
 def format_report(report: Mapping[str, Any]) -> str:
     """A small table of the three models for the terminal."""
     label = report["label_party"]
     rows = [
         (
-            f"federated ({report['backend']}, {report['key_bits']}-bit)",
+            f"federated ({report['backend']}, {_key_label(report)})",
             report,
             report["seconds_per_epoch"],
         ),

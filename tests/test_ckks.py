@@ -1,0 +1,118 @@
+"""CKKS: training parity with plaintext and with Paillier, and what its public key carries."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pandas as pd
+import pytest
+import tenseal.sealapi as seal
+
+from protocols.backend import SecretKey
+from protocols.ckks import CKKSBackend, CKKSPublicKey
+from protocols.transport import InMemoryTransport
+from tests.reference import build_session, make_blocks, taylor_train
+from vfl import VerticalLogisticRegression
+from vfl.messages import REGISTRY, PublicKeyAnnouncement
+from vfl.runner import run_session
+
+
+def _train(backend, blocks, y, passives, **plan):
+    roles, _, _ = build_session(blocks, y, passives, backend=backend, **plan)
+    transport = InMemoryTransport(roles, keep_payloads=True)
+    run_session(roles, (roles["c"], roles["c"].start()), transport, REGISTRY)
+    return roles, transport.transcript
+
+
+@pytest.mark.parametrize("passives", [("retailer",), ("retailer", "telco")])
+def test_ckks_training_matches_plaintext_and_paillier(small_keys, passives):
+    dims = {"bank": 4, "retailer": 3, "telco": 2}
+    blocks, y = make_blocks(600, {k: dims[k] for k in ("bank", *passives)}, seed=3)
+    plan = dict(batch_size=120, max_iter=4, learning_rate=0.1, l2=0.01, seed=11)
+    ckks, _ = _train("ckks", blocks, y, passives, **plan)
+    paillier, _ = _train("paillier", blocks, y, passives, **plan)
+    w, b, history = taylor_train(
+        blocks, y, "bank", lr=0.1, epochs=4, batch_size=120, l2=0.01, optimizer="adam", seed=11
+    )
+    for name in ("bank", *passives):
+        np.testing.assert_allclose(ckks[name].coef, w[name], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(ckks[name].coef, paillier[name].coef, atol=1e-4, rtol=0)
+    assert abs(ckks["bank"].intercept - b) < 1e-4
+    np.testing.assert_allclose(ckks["c"].history, history, atol=1e-4, rtol=0)
+
+
+@pytest.mark.shared_data
+def test_ckks_default_credit_parity(small_keys, default_credit):
+    guest, host = default_credit
+    host = host.set_index("id").loc[guest["id"]].reset_index()
+    y = guest["y"]
+    frames = {"guest": guest.drop(columns="y"), "host": host}
+    params = dict(max_iter=2, batch_size=1024, learning_rate=0.1, random_state=0)
+    ckks = VerticalLogisticRegression(backend="ckks", **params).fit(frames, y, "guest")
+    paillier = VerticalLogisticRegression(backend="paillier", key_bits=512, **params).fit(
+        frames, y, "guest"
+    )
+    for party in ("guest", "host"):
+        np.testing.assert_allclose(ckks.coef_[party], paillier.coef_[party], atol=1e-4, rtol=0)
+    # scores are released with the 2^-12 flooding at the 2^40 mask scale and are not divided
+    # by 4m like gradients: probabilities agree to about 1e-4, asserted at 1e-3
+    proba = ckks.predict_proba({k: f.iloc[:500] for k, f in frames.items()})[:, 1]
+    np.testing.assert_allclose(
+        proba,
+        paillier.predict_proba({k: f.iloc[:500] for k, f in frames.items()})[:, 1],
+        atol=1e-3,
+    )
+
+
+def test_only_public_material_leaves_the_coordinator():
+    blocks, y = make_blocks(300, {"bank": 3, "retailer": 2})
+    roles, transcript = _train("ckks", blocks, y, ("retailer",), max_iter=1)
+    announcement = next(e for e in transcript if e.message_type == "PublicKeyAnnouncement")
+    message = REGISTRY.decode(announcement.payload).message
+    assert isinstance(message, PublicKeyAnnouncement)
+    data = message.public_key
+    # header, then exactly three length-prefixed blobs, each a SEAL object of its declared
+    # public type that re-serialises to the same bytes: nothing else rides along
+    offset = 7
+    blobs = []
+    for _ in range(3):
+        (length,) = struct.unpack_from(">I", data, offset)
+        blobs.append(data[offset + 4 : offset + 4 + length])
+        offset += 4 + length
+    assert offset == len(data)
+    key = CKKSPublicKey.from_bytes(data)
+    assert key._raw == tuple(blobs)
+    for attr in vars(key).values():
+        assert not isinstance(attr, (seal.SecretKey, seal.Decryptor, SecretKey))
+    # parties hold decoded public keys only
+    for name in ("bank", "retailer"):
+        assert not any(
+            isinstance(v, (seal.SecretKey, seal.Decryptor, SecretKey))
+            for v in vars(roles[name]).values()
+        )
+        assert not any(
+            isinstance(v, (seal.SecretKey, seal.Decryptor))
+            for v in vars(roles[name].public_key).values()
+        )
+
+
+def test_precision_budget_is_enforced():
+    pk = CKKSBackend().generate_secret_key(0, vector_width=4).public_key
+    with pytest.raises(ValueError, match="magnitude"):
+        pk.encrypt([1e7])
+    big = pk.encrypt(np.full(512, 1e6))
+    with pytest.raises(ValueError, match="precision budget"):
+        pk.dot_columns(np.full((512, 4), 1e4), big)
+
+
+def test_estimator_with_ckks_end_to_end():
+    blocks, y = make_blocks(400, {"bank": 3, "retailer": 2}, seed=1)
+    frames = {k: pd.DataFrame(v).add_prefix(f"{k}_") for k, v in blocks.items()}
+    model = VerticalLogisticRegression(backend="ckks", max_iter=3, batch_size=100, random_state=0)
+    model.fit(frames, pd.Series(y), label_party="bank")
+    assert model.key_bits_ == 8192 and model.n_iter_ == 3
+    proba = model.predict_proba(frames)[:, 1]
+    x = {k: model.models_[k].features(f) for k, f in frames.items()}
+    z = sum(x[k] @ model.coef_[k] for k in x) + model.intercept_
+    np.testing.assert_allclose(proba, 1 / (1 + np.exp(-z)), atol=1e-3)
