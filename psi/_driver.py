@@ -7,34 +7,65 @@ as a networked runner would.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
+
+import numpy as np
 
 from protocols.errors import LocalProtocolError, ParameterError, RemoteProtocolError
 from protocols.transport import InMemoryTransport
 from protocols.wire import Envelope
+from psi._engine import PsiEngine
 from psi._messages import REGISTRY
-from psi._roles import DEFAULT_CHUNK_POINTS, PsiInitiator, PsiResponder, PsiState
+from psi._roles import DEFAULT_CHUNK_POINTS, PsiInitiator, PsiOutput, PsiResponder, PsiState
 
 __all__ = ["MultiPartyPsiResult", "TwoPartyPsiResult", "run_multi_party", "run_two_party"]
 
 _Role = PsiInitiator | PsiResponder
 
 
-class TwoPartyPsiResult(NamedTuple):
-    """Result of :func:`run_two_party`.
+@dataclass(frozen=True)
+class TwoPartyPsiResult:
+    """Result of :func:`run_two_party`: what each party learned, and the transcript.
 
     Attributes
     ----------
-    rows_a, rows_b : list of int
-        Each party's row indices (into its own input) of the intersection, in the common order.
+    a, b : PsiOutput
+        What the initiator (``a``) and the responder (``b``) learned: their own rows of the
+        intersection in the common order (or ``None``), and ``|A ∩ B|`` (or ``None``).
     transport : InMemoryTransport
-        The transport, with the transcript of every frame.
+        The transport, with the transcript of every frame (sizes; payloads if kept).
+
+    Security
+    --------
+    Holds both parties' outputs because both ran in this process; across organisations each
+    party sees only its own :class:`PsiOutput`.
     """
 
-    rows_a: list[int]
-    rows_b: list[int]
+    a: PsiOutput
+    b: PsiOutput
     transport: InMemoryTransport
+
+    @property
+    def reveal(self) -> str:
+        """The session's reveal mode."""
+        return self.a.reveal
+
+    @property
+    def rows_a(self) -> np.ndarray | None:
+        """Party a's rows of the intersection (``None`` if a did not learn it)."""
+        return self.a.rows
+
+    @property
+    def rows_b(self) -> np.ndarray | None:
+        """Party b's rows of the intersection (``None`` if b did not learn it)."""
+        return self.b.rows
+
+    @property
+    def bytes_exchanged(self) -> int:
+        """Total size of all frames, both directions."""
+        return self.transport.bytes_sent()
 
 
 class MultiPartyPsiResult(NamedTuple):
@@ -86,8 +117,13 @@ def run_two_party(
     ids_b: Sequence[str],
     *,
     names: tuple[str, str] = ("a", "b"),
+    reveal: str = "both",
+    n_jobs: int | None = None,
+    engine: PsiEngine | None = None,
+    hash_to_curve: str = "sha256",
     chunk_points: int = DEFAULT_CHUNK_POINTS,
     keep_payloads: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> TwoPartyPsiResult:
     """Run two-party ECDH-PSI in process: party a is the initiator, party b the responder.
 
@@ -97,39 +133,94 @@ def run_two_party(
         Each party's IDs; duplicates count once (first row).
     names : tuple of two str, default ("a", "b")
         Party names in the transcript.
+    reveal : {"both", "receiver", "cardinality"}, default "both"
+        ``"both"``: both parties learn the intersection. ``"receiver"``: only party a does.
+        ``"cardinality"``: both learn only its size.
+    n_jobs : int, optional
+        Worker processes for the arithmetic (``None``: all cores; ``1``: this process only).
+        Inputs of at most a few thousand IDs are computed in process whatever ``n_jobs`` says.
+        Ignored if ``engine`` is given. Workers are spawned and import the main module: in a
+        script, call this under ``if __name__ == "__main__":`` (see :class:`PsiEngine`).
+    engine : PsiEngine, optional
+        A running engine to reuse across sessions (not closed here). Default: a new engine
+        with ``n_jobs`` workers, closed before returning.
+    hash_to_curve : {"sha256", "elligator2"}, default "sha256"
+        The hash-to-curve map (see ``psi._ecdh``).
     chunk_points : int, default 65536
         Points per message.
     keep_payloads : bool, default False
         Keep each frame's bytes in the transcript (audits, tests).
+    progress : callable, optional
+        Called as ``progress(done, total)`` with the number of X25519 multiplications done so
+        far and in all (``2 * (n_a + n_b)`` for ``n_a``, ``n_b`` distinct IDs), after each task.
 
     Returns
     -------
     TwoPartyPsiResult
-        ``(rows_a, rows_b, transport)``: ``ids_a[rows_a[k]] == ids_b[rows_b[k]]`` for every k.
+        ``result.a`` and ``result.b`` (:class:`PsiOutput`): with ``"both"``,
+        ``ids_a[result.a.rows[k]] == ids_b[result.b.rows[k]]`` for every k.
 
     Raises
     ------
     ParameterError
-        If the names are not two distinct strings or ``chunk_points`` is out of range.
+        If the names are not two distinct strings, or ``reveal``, ``hash_to_curve``,
+        ``n_jobs``, ``engine`` or ``chunk_points`` is invalid.
     DataError
-        If an ID is not a ``str``.
+        If an ID is not a ``str`` (or not encodable as UTF-8).
 
     Security
     --------
-    See :class:`PsiInitiator`: each party learns the other's number of distinct IDs and the
-    intersection; no ID or hash of an ID crosses.
+    See :class:`PsiInitiator`: each party learns the other's number of distinct IDs; who learns
+    the intersection or only its size depends on ``reveal``; no ID or hash of an ID crosses.
+
+    Examples
+    --------
+    >>> from psi import run_two_party
+    >>> result = run_two_party(["u1", "u2", "u3"], ["u3", "u9", "u1"], reveal="receiver")
+    >>> sorted(result.a.rows.tolist()), result.b.rows, result.b.cardinality
+    ([0, 2], None, None)
     """
     if len(names) != 2 or names[0] == names[1]:
         raise ParameterError("names must be two distinct party names")
+    if engine is not None and not isinstance(engine, PsiEngine):
+        raise ParameterError("engine must be a PsiEngine")
+    own_engine = PsiEngine(n_jobs) if engine is None else None
+    active = engine if engine is not None else own_engine
+    assert active is not None
     name_a, name_b = names
-    initiator = PsiInitiator(ids_a, chunk_points=chunk_points)
-    responder = PsiResponder(ids_b)
-    transport = InMemoryTransport(names, keep_payloads=keep_payloads)
-    _send(transport, name_a, name_b, initiator.start())
-    _pump(transport, {(name_a, name_b): initiator, (name_b, name_a): responder})
+    try:
+        initiator = PsiInitiator(
+            ids_a,
+            chunk_points=chunk_points,
+            reveal=reveal,
+            hash_to_curve=hash_to_curve,
+            engine=active,
+        )
+        responder = PsiResponder(ids_b, reveal=reveal, hash_to_curve=hash_to_curve, engine=active)
+        transport = InMemoryTransport(names, keep_payloads=keep_payloads)
+        previous_hook = active.on_progress
+        if progress is not None:
+            total = 2 * (initiator.n_items + responder.n_items)
+            done = 0
+
+            def hook(n_points: int) -> None:
+                nonlocal done
+                done += n_points
+                progress(done, total)
+
+            active.on_progress = hook
+        try:
+            _send(transport, name_a, name_b, initiator.start())
+            _pump(transport, {(name_a, name_b): initiator, (name_b, name_a): responder})
+        finally:
+            active.on_progress = previous_hook
+    finally:
+        if own_engine is not None:
+            own_engine.close()
     _check_state(initiator, PsiState.DONE, name_a)
     _check_state(responder, PsiState.DONE, name_b)
-    return TwoPartyPsiResult(initiator.intersection_rows, responder.intersection_rows, transport)
+    assert initiator.result is not None and responder.result is not None
+    return TwoPartyPsiResult(initiator.result, responder.result, transport)
 
 
 def _final_positions(pairwise: Mapping[str, list[int]]) -> tuple[list[int], dict[str, list[int]]]:

@@ -4,7 +4,9 @@ Points travel as one ``bytes`` blob of concatenated 32-byte X25519 u-coordinates
 Point lists are split into chunks of ``chunk_points`` points (agreed in :class:`InitiatorHello`);
 a list of ``n`` points is sent as ``max(1, ceil(n / chunk_points))`` messages, so even an empty
 list produces one (empty) message. Rounds: 0 hellos, 1 initiator's points, 2 responder's reply,
-3 initiator's reply, 4 final positions (more than two parties only).
+3 initiator's reply (:class:`DoubleBlindedResponderPoints` with ``reveal="both"``,
+:class:`IntersectionCardinality` with ``reveal="cardinality"``, nothing with
+``reveal="receiver"``), 4 final positions (more than two parties only).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ __all__ = [
     "DoubleBlindedResponderPoints",
     "InitiatorBlindedPoints",
     "InitiatorHello",
+    "IntersectionCardinality",
     "IntersectionPositions",
     "ResponderBlindedPoints",
     "ResponderHello",
@@ -43,7 +46,10 @@ class InitiatorHello(Message):
     Attributes
     ----------
     suite : str
-        Cipher suite name; the responder rejects any other.
+        Cipher suite name (one per ``hash_to_curve`` option); the responder rejects any other.
+    reveal : str
+        Who learns what: ``"both"``, ``"receiver"`` or ``"cardinality"``; the responder rejects
+        a mode other than the one it was configured with.
     nonce : bytes
         16 random bytes, the initiator's share of the session id and salt.
     n_items : int
@@ -56,6 +62,7 @@ class InitiatorHello(Message):
 
     TYPE_ID: ClassVar[int] = 100
     suite: str
+    reveal: str
     nonce: bytes
     n_items: int
     chunk_points: int
@@ -96,7 +103,11 @@ class InitiatorBlindedPoints(Message):
 @REGISTRY.register
 @dataclass(frozen=True)
 class DoubleBlindedInitiatorPoints(Message):
-    """Round 2: one chunk of ``(H(x)^a)^b``, in the order the initiator sent ``H(x)^a``."""
+    """Round 2: one chunk of ``(H(x)^a)^b``.
+
+    In the order the initiator sent ``H(x)^a``; with ``reveal="cardinality"`` in a fresh secret
+    random order instead, so the initiator cannot tell which of its IDs matched.
+    """
 
     TYPE_ID: ClassVar[int] = 103
     chunk_index: int
@@ -134,3 +145,18 @@ class IntersectionPositions(Message):
 
     TYPE_ID: ClassVar[int] = 106
     positions: bytes = field(repr=False)
+
+
+@REGISTRY.register
+@dataclass(frozen=True)
+class IntersectionCardinality(Message):
+    """Round 3 with ``reveal="cardinality"``, initiator to responder: ``|A ∩ B|``.
+
+    Attributes
+    ----------
+    count : int
+        The number of common IDs, as the initiator counted them.
+    """
+
+    TYPE_ID: ClassVar[int] = 107
+    count: int

@@ -2,19 +2,37 @@
 
 Each role takes decoded :class:`~protocols.wire.Envelope` objects and returns the envelopes it
 wants sent (message plus the session id and round it must be encoded with). Roles never touch a
-transport. A message that does not fit (wrong type, session, round, chunk index or point count,
-malformed or low-order points) raises :class:`RemoteProtocolError` and leaves the role exactly
-as it was; calling a method in the wrong state raises :class:`LocalProtocolError`.
+transport; the heavy arithmetic goes to a :class:`~psi._engine.PsiEngine` they are given (or an
+in-process one). A message that does not fit (wrong type, session, round, chunk index or point
+count, malformed, small-order or repeated points) raises :class:`RemoteProtocolError` and leaves
+the role exactly as it was, with no result; calling a method in the wrong state raises
+:class:`LocalProtocolError`.
+
+Per party, IDs are kept as one UTF-8 blob with ``int64`` offsets and points as blobs viewed with
+NumPy: no Python object per ID once a role is constructed.
+
+Reveal modes
+------------
+``"both"``
+    Both parties learn the intersection (their own rows of it, in one common order).
+``"receiver"``
+    Only the initiator learns it. The responder learns the initiator's set size and nothing
+    else; the initiator does not send the responder's double-blinded points back.
+``"cardinality"``
+    Both learn ``|A ∩ B|`` only. The responder returns the initiator's double-blinded points in
+    a fresh secret random order, so the initiator can count matches but not tell which of its
+    IDs matched; the initiator then sends the count to the responder.
 """
 
 from __future__ import annotations
 
 import enum
-import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, NoReturn
 
 import numpy as np
+import pandas as pd
 
 from protocols.errors import (
     DataError,
@@ -24,6 +42,7 @@ from protocols.errors import (
 )
 from protocols.wire import Envelope, Message
 from psi import _ecdh
+from psi._engine import PsiEngine
 from psi._messages import (
     ROUND_HELLO,
     ROUND_INITIATOR_POINTS,
@@ -34,18 +53,30 @@ from psi._messages import (
     DoubleBlindedResponderPoints,
     InitiatorBlindedPoints,
     InitiatorHello,
+    IntersectionCardinality,
     IntersectionPositions,
     ResponderBlindedPoints,
     ResponderHello,
 )
 
-__all__ = ["DEFAULT_CHUNK_POINTS", "PsiInitiator", "PsiResponder", "PsiState"]
+__all__ = [
+    "DEFAULT_CHUNK_POINTS",
+    "REVEAL_MODES",
+    "PsiInitiator",
+    "PsiOutput",
+    "PsiResponder",
+    "PsiState",
+]
 
 DEFAULT_CHUNK_POINTS = 1 << 16
 """Points per message by default (2 MiB of points per frame)."""
 
+REVEAL_MODES = ("both", "receiver", "cardinality")
+"""Accepted values of ``reveal``: who learns the intersection, or only its size."""
+
 MAX_CHUNK_POINTS = 1 << 22
 MAX_ITEMS = (1 << 32) - 1
+_PB = _ecdh.POINT_BYTES
 
 
 class PsiState(enum.Enum):
@@ -59,22 +90,73 @@ class PsiState(enum.Enum):
     WAIT_DOUBLE_BLINDED_INITIATOR_POINTS = "wait-double-blinded-initiator-points"
     WAIT_RESPONDER_POINTS = "wait-responder-points"
     WAIT_DOUBLE_BLINDED_RESPONDER_POINTS = "wait-double-blinded-responder-points"
+    WAIT_CARDINALITY = "wait-cardinality"
+    """Responder with ``reveal="cardinality"``: waits for the initiator's count."""
     SEND_POSITIONS = "send-positions"
     """Initiator: pairwise result known; :meth:`PsiInitiator.send_positions` must be called."""
     WAIT_POSITIONS = "wait-positions"
     DONE = "done"
 
 
-def _dedupe(ids: Sequence[str]) -> tuple[list[str], list[int]]:
-    """Distinct IDs in first-seen order and the row index of each one's first occurrence."""
+@dataclass(frozen=True, eq=False)
+class PsiOutput:
+    """What one party learned from a finished two-party PSI session.
+
+    Attributes
+    ----------
+    reveal : str
+        The session's mode: ``"both"``, ``"receiver"`` or ``"cardinality"``.
+    rows : numpy.ndarray of int64 or None
+        This party's row indices (into its own input; first row of a duplicated ID) of the
+        intersection, in the order both parties share (read-only array). ``None`` when this
+        party does not learn the intersection (``"cardinality"``; the responder with
+        ``"receiver"``).
+    cardinality : int or None
+        ``|A ∩ B|`` (distinct IDs), or ``None`` when this party does not learn it (the
+        responder with ``"receiver"``).
+    n_items, peer_n_items : int
+        Number of distinct IDs of this party and of the peer (both parties learn both).
+
+    Security
+    --------
+    Holds only what the protocol reveals to this party; ``rows`` index the party's own data.
+    """
+
+    reveal: str
+    rows: np.ndarray | None = field(repr=False)
+    cardinality: int | None
+    n_items: int
+    peer_n_items: int
+
+
+def _prepare_ids(ids: Sequence[str]) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """Distinct IDs as (UTF-8 blob, offsets) and the row of each one's first occurrence."""
     if isinstance(ids, (str, bytes)):
         raise ParameterError("ids must be a sequence of str, not a single string")
-    first: dict[str, int] = {}
-    for row, item in enumerate(ids):
-        if not isinstance(item, str):
-            raise DataError(f"IDs must be str; the item at row {row} is {type(item).__name__}")
-        first.setdefault(item, row)
-    return list(first), list(first.values())
+    try:
+        values = np.fromiter(ids, dtype=object, count=len(ids))
+    except TypeError:
+        raise ParameterError("ids must be a sequence of str") from None
+    if values.size and pd.api.types.infer_dtype(values, skipna=False) != "string":
+        for row, item in enumerate(values):
+            if not isinstance(item, str):
+                raise DataError(f"IDs must be str; the item at row {row} is {type(item).__name__}")
+    duplicated = pd.Index(values, dtype=object).duplicated(keep="first")
+    rows = np.flatnonzero(~duplicated).astype(np.int64)
+    distinct = values[rows]
+    del values
+    try:
+        blob, offsets = _ecdh.encode_ids(distinct)
+    except UnicodeEncodeError:
+        for k, item in enumerate(distinct):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise DataError(
+                    f"the ID at row {int(rows[k])} is not valid Unicode (lone surrogate)"
+                ) from None
+        raise  # pragma: no cover
+    return blob, offsets, rows
 
 
 def _n_chunks(n_points: int, chunk_points: int) -> int:
@@ -85,11 +167,10 @@ def _chunk_size(n_points: int, chunk_points: int, index: int) -> int:
     return max(0, min(chunk_points, n_points - index * chunk_points))
 
 
-def _chunks(points: list[bytes], chunk_points: int) -> list[bytes]:
-    return [
-        _ecdh.pack(points[k * chunk_points : (k + 1) * chunk_points])
-        for k in range(_n_chunks(len(points), chunk_points))
-    ]
+def _chunks(blob: bytes, chunk_points: int) -> list[bytes]:
+    step = chunk_points * _PB
+    n = len(blob) // _PB
+    return [blob[k * step : (k + 1) * step] for k in range(_n_chunks(n, chunk_points))]
 
 
 def _check_nonce(nonce: bytes, who: str) -> None:
@@ -104,30 +185,18 @@ def _check_count(n_items: int, who: str) -> None:
         raise RemoteProtocolError(f"{who} announced {n_items} items, outside [0, {MAX_ITEMS}]")
 
 
-def _check_suite(suite: str) -> None:
-    if suite != _ecdh.SUITE:
-        raise RemoteProtocolError(f"peer uses PSI suite {suite!r}, expected {_ecdh.SUITE!r}")
+def _check_parameters(reveal: str, hash_to_curve: str) -> None:
+    if reveal not in REVEAL_MODES:
+        raise ParameterError(f"reveal must be one of {REVEAL_MODES}, got {reveal!r}")
+    if hash_to_curve not in _ecdh.HASH_TO_CURVE:
+        raise ParameterError(
+            f"hash_to_curve must be one of {_ecdh.HASH_TO_CURVE}, got {hash_to_curve!r}"
+        )
 
 
-def _check_unique(values: list[bytes], seen: set[bytes] | dict[bytes, int], what: str) -> None:
-    # Distinct IDs give distinct double-blinded values (except with negligible probability);
-    # a repeat could only come from a faulty or malicious peer and would break the common order.
-    if len(set(values)) != len(values) or any(v in seen for v in values):
-        raise RemoteProtocolError(f"{what}: repeated points")
-
-
-def _blind_remote(scalar: bytes, points: list[bytes], what: str) -> list[bytes]:
-    try:
-        return _ecdh.blind(scalar, points)
-    except _ecdh.LowOrderPointError:
-        raise RemoteProtocolError(f"{what}: a point of small order was rejected") from None
-
-
-def _blind_own(scalar: bytes, points: list[bytes]) -> list[bytes]:
-    try:
-        return _ecdh.blind(scalar, points)
-    except _ecdh.LowOrderPointError:  # pragma: no cover - probability about 2^-250
-        raise LocalProtocolError("an ID hashed to a point of small order") from None
+def session_context(suite: str, reveal: str, chunk_points: int, positions_follow: bool) -> bytes:
+    """The hello parameters bound into the session id and salt."""
+    return f"{suite}|{reveal}|{chunk_points}|{int(positions_follow)}".encode()
 
 
 class _PsiParty:
@@ -136,8 +205,24 @@ class _PsiParty:
     _EXPECTED: ClassVar[dict[PsiState, tuple[type[Message], int]]]
     _STATE_BEFORE_POSITIONS: ClassVar[PsiState]
 
-    def __init__(self, ids: Sequence[str]) -> None:
-        self._ids, self._rows = _dedupe(ids)
+    def __init__(
+        self,
+        ids: Sequence[str],
+        *,
+        reveal: str,
+        hash_to_curve: str,
+        engine: PsiEngine | None,
+    ) -> None:
+        _check_parameters(reveal, hash_to_curve)
+        if engine is not None and not isinstance(engine, PsiEngine):
+            raise ParameterError("engine must be a PsiEngine")
+        self._id_blob, self._id_offsets, self._rows = _prepare_ids(ids)
+        if self._rows.size > MAX_ITEMS:
+            raise ParameterError(f"at most {MAX_ITEMS} distinct IDs are supported")
+        self._reveal = reveal
+        self._hash_to_curve = hash_to_curve
+        self._suite = _ecdh.suite_for(hash_to_curve)
+        self._engine = engine if engine is not None else PsiEngine(n_jobs=1)
         self._scalar: bytes | None = _ecdh.new_scalar()
         self._nonce = _ecdh.new_nonce()
         self._state = PsiState.IDLE
@@ -147,21 +232,33 @@ class _PsiParty:
         self._positions_follow = False
         self._peer_n_items: int | None = None
         self._next_chunk = 0
-        # The order in which our own blinded points went out: _order[j] indexes self._ids.
-        self._order: list[int] = []
-        # Double-blinded value of each own distinct ID (filled chunk by chunk).
-        self._own_keys: list[bytes | None] = [None] * len(self._ids)
-        self._own_key_set: set[bytes] = set()
-        # Double-blinded values of the peer's IDs (computed locally).
-        self._peer_keys: set[bytes] = set()
-        self._pairwise: list[int] | None = None
-        self._final: list[int] | None = None
+        # Sent position j of our blinded points holds our distinct ID _order[j].
+        self._order: np.ndarray | None = None
+        # Our IDs' double-blinded values, in the order we sent them (filled chunk by chunk).
+        self._own_keys = bytearray()
+        # The peer's IDs' double-blinded values, as we computed them, in the order received.
+        self._peer_keys = bytearray()
+        # Both lists sorted, once complete (the repeat checks sort them anyway).
+        self._own_sorted: np.ndarray | None = None
+        self._peer_sorted: np.ndarray | None = None
+        self._pairwise: np.ndarray | None = None
+        self._result: PsiOutput | None = None
 
     # -- public read-only state -----------------------------------------------------------
     @property
     def state(self) -> PsiState:
         """Current :class:`PsiState`."""
         return self._state
+
+    @property
+    def reveal(self) -> str:
+        """The reveal mode (``"both"``, ``"receiver"`` or ``"cardinality"``)."""
+        return self._reveal
+
+    @property
+    def suite(self) -> str:
+        """The cipher suite name (depends on ``hash_to_curve``)."""
+        return self._suite
 
     @property
     def session_id(self) -> bytes | None:
@@ -171,12 +268,17 @@ class _PsiParty:
     @property
     def n_items(self) -> int:
         """Number of distinct own IDs."""
-        return len(self._ids)
+        return int(self._rows.size)
 
     @property
     def peer_n_items(self) -> int | None:
         """Number of distinct IDs the peer announced (``None`` before its hello)."""
         return self._peer_n_items
+
+    @property
+    def result(self) -> PsiOutput | None:
+        """What this party learned (:class:`PsiOutput`), or ``None`` until ``DONE``."""
+        return self._result
 
     @property
     def pairwise_rows(self) -> list[int]:
@@ -185,11 +287,15 @@ class _PsiParty:
         Raises
         ------
         LocalProtocolError
-            If the point exchange has not finished.
+            If the point exchange has not finished, or this party does not learn the
+            intersection in this reveal mode.
         """
         if self._pairwise is None:
-            raise LocalProtocolError(f"pairwise result not available in state {self._state.name}")
-        return list(self._pairwise)
+            raise LocalProtocolError(
+                f"pairwise result not available in state {self._state.name} "
+                f"(reveal={self._reveal!r})"
+            )
+        return self._pairwise.tolist()
 
     @property
     def intersection_rows(self) -> list[int]:
@@ -200,11 +306,14 @@ class _PsiParty:
         Raises
         ------
         LocalProtocolError
-            If the protocol has not reached ``DONE``.
+            If the protocol has not reached ``DONE``, or this party does not learn the
+            intersection in this reveal mode.
         """
-        if self._final is None or self._state is not PsiState.DONE:
-            raise LocalProtocolError(f"result not available in state {self._state.name}")
-        return list(self._final)
+        if self._result is None or self._result.rows is None:
+            raise LocalProtocolError(
+                f"result not available in state {self._state.name} (reveal={self._reveal!r})"
+            )
+        return self._result.rows.tolist()
 
     def __getstate__(self) -> NoReturn:
         raise TypeError(f"{type(self).__name__} holds a secret scalar and cannot be pickled")
@@ -234,72 +343,138 @@ class _PsiParty:
             raise RemoteProtocolError(f"{got}: frame belongs to another session")
         return envelope.message
 
-    def _expect_chunk(self, index: int, what: str) -> None:
+    def _expect_chunk(self, index: int, n_points: int, what: str) -> tuple[int, bool]:
+        """Points expected in chunk ``index`` and whether it is the last one."""
+        n_chunks = _n_chunks(n_points, self._chunk_points)
         if index != self._next_chunk:
             raise RemoteProtocolError(
-                f"{what}: expected chunk {self._next_chunk}, got chunk {index}"
+                f"{what}: expected chunk {self._next_chunk} of {n_chunks}, got chunk {index}"
             )
+        return _chunk_size(n_points, self._chunk_points, index), index + 1 == n_chunks
 
-    def _envelopes(self, messages: list[Message], round_index: int) -> list[Envelope]:
+    def _envelopes(self, messages: Sequence[Message], round_index: int) -> list[Envelope]:
         assert self._session_id is not None
         return [Envelope(self._session_id, round_index, m) for m in messages]
 
-    def _own_blinded_chunks(self) -> list[bytes]:
-        """Shuffle own IDs, hash and blind them: the chunks of ``H(id)^scalar``."""
+    def _derive(self, initiator_nonce: bytes, responder_nonce: bytes) -> tuple[bytes, bytes]:
+        context = session_context(
+            self._suite, self._reveal, self._chunk_points, self._positions_follow
+        )
+        return _ecdh.derive_session(initiator_nonce, responder_nonce, context)
+
+    def _own_blinded_blob(self) -> tuple[bytes, np.ndarray]:
+        """Hash and blind own IDs; returns ``H(id)^scalar`` in a secret random order, and it."""
         assert self._salt is not None and self._scalar is not None
-        order = list(range(len(self._ids)))
-        secrets.SystemRandom().shuffle(order)
-        self._order = order
-        points = _ecdh.hash_to_points([self._ids[i] for i in order], self._salt)
-        return _chunks(_blind_own(self._scalar, points), self._chunk_points)
+        try:
+            natural = self._engine.hash_and_multiply(
+                self._hash_to_curve, self._salt, self._scalar, self._id_blob, self._id_offsets
+            )
+        except _ecdh.LowOrderPointError:  # pragma: no cover - probability about 2^-250
+            raise LocalProtocolError("an ID hashed to a point of small order") from None
+        order = _ecdh.permutation(self.n_items)
+        return np.frombuffer(natural, dtype="S32")[order].tobytes(), order
+
+    @staticmethod
+    def _check_unique(
+        chunk: np.ndarray, filled: bytearray, last: bool, what: str
+    ) -> np.ndarray | None:
+        """Reject repeated values; after the last chunk, return the whole list sorted.
+
+        Distinct IDs give distinct double-blinded values (except with negligible probability);
+        a repeat could only come from a faulty or malicious peer and would break the common
+        order. Each chunk is checked on arrival, the whole list with its last chunk.
+        """
+        if not last:
+            if _ecdh.has_repeats(chunk):
+                raise RemoteProtocolError(f"{what}: repeated points")
+            return None
+        whole = np.concatenate([np.frombuffer(filled, dtype="S32"), chunk])
+        return _ecdh.sorted_distinct(whole, what)
 
     def _receive_own_keys(self, chunk_index: int, blob: bytes, what: str) -> bool:
         """Store one chunk of own double-blinded values; True after the last chunk."""
-        n = len(self._ids)
-        self._expect_chunk(chunk_index, what)
-        count = _chunk_size(n, self._chunk_points, chunk_index)
-        keys = _ecdh.unpack(blob, count, what)
-        _check_unique(keys, self._own_key_set, what)
+        count, last = self._expect_chunk(chunk_index, self.n_items, what)
+        keys = _ecdh.check_points(blob, count, what)
+        ordered = self._check_unique(keys, self._own_keys, last, what)
         # Validation done: commit.
-        start = chunk_index * self._chunk_points
-        for j, key in enumerate(keys):
-            self._own_keys[self._order[start + j]] = key
-        self._own_key_set.update(keys)
+        self._own_keys += blob
+        self._own_sorted = ordered
         self._next_chunk += 1
-        return self._next_chunk == _n_chunks(n, self._chunk_points)
+        return last
 
     def _blind_peer_chunk(
-        self, chunk_index: int, blob: bytes, what: str
-    ) -> tuple[list[bytes], bool]:
-        """Blind one chunk of the peer's points (no commit); and whether it is the last one."""
+        self, chunk_index: int, blob: bytes, what: str, keep: bool
+    ) -> tuple[bytes, bool]:
+        """Blind one chunk of the peer's points; and whether it is the last one.
+
+        Commits nothing but :attr:`_peer_sorted` (after the last chunk, once all checks pass);
+        the caller appends the returned values to :attr:`_peer_keys`.
+        """
         assert self._peer_n_items is not None and self._scalar is not None
-        self._expect_chunk(chunk_index, what)
-        count = _chunk_size(self._peer_n_items, self._chunk_points, chunk_index)
-        points = _ecdh.unpack(blob, count, what)
-        keys = _blind_remote(self._scalar, points, what)
-        _check_unique(keys, self._peer_keys, what)
-        last = chunk_index + 1 == _n_chunks(self._peer_n_items, self._chunk_points)
+        count, last = self._expect_chunk(chunk_index, self._peer_n_items, what)
+        _ecdh.check_points(blob, count, what)
+        try:
+            keys = self._engine.multiply(self._scalar, blob)
+        except _ecdh.LowOrderPointError:
+            raise RemoteProtocolError(f"{what}: a point of small order was rejected") from None
+        ordered = self._check_unique(
+            np.frombuffer(keys, dtype="S32"), self._peer_keys if keep else bytearray(), last, what
+        )
+        self._peer_sorted = ordered
         return keys, last
 
-    def _finish_exchange(self) -> None:
-        """Both key sets complete: intersect and sort by the double-blinded value."""
+    def _pairwise_from_keys(self) -> np.ndarray:
+        """Own rows whose double-blinded value the peer has too, sorted by that value."""
+        assert self._order is not None
+        assert self._peer_sorted is not None
+        own = np.frombuffer(self._own_keys, dtype="S32")
+        positions = np.flatnonzero(_ecdh.isin_points(own, self._peer_sorted, peer_sorted=True))
+        by_value = np.argsort(own[positions], kind="stable")
+        return self._rows[self._order[positions[by_value]]]
+
+    def _count_matches(self) -> int:
+        assert self._own_sorted is not None
+        peer = np.frombuffer(self._peer_keys, dtype="S32")
+        return int(_ecdh.isin_points(peer, self._own_sorted, peer_sorted=True).sum())
+
+    def _drop_secrets(self) -> None:
         self._scalar = None  # no longer needed; drop our reference to the secret
-        hits = [
-            (key, self._rows[i])
-            for i, key in enumerate(self._own_keys)
-            if key is not None and key in self._peer_keys
-        ]
-        hits.sort()
-        self._pairwise = [row for _, row in hits]
-        self._own_keys = []
-        self._own_key_set = set()
-        self._peer_keys = set()
+        self._own_keys = bytearray()
+        self._peer_keys = bytearray()
+        self._own_sorted = self._peer_sorted = None
+        self._order = None
         self._next_chunk = 0
+
+    def _finish(self, rows: np.ndarray | None, cardinality: int | None) -> None:
+        assert self._peer_n_items is not None
+        self._drop_secrets()
+        if rows is not None:
+            rows.flags.writeable = False
+            self._pairwise = rows
         if self._positions_follow:
             self._state = self._STATE_BEFORE_POSITIONS
-        else:
-            self._final = self._pairwise
-            self._state = PsiState.DONE
+            return
+        self._result = PsiOutput(
+            reveal=self._reveal,
+            rows=rows,
+            cardinality=cardinality,
+            n_items=self.n_items,
+            peer_n_items=self._peer_n_items,
+        )
+        self._state = PsiState.DONE
+
+    def _finish_positions(self, positions: np.ndarray) -> None:
+        assert self._pairwise is not None and self._peer_n_items is not None
+        rows = self._pairwise[positions]
+        rows.flags.writeable = False
+        self._result = PsiOutput(
+            reveal=self._reveal,
+            rows=rows,
+            cardinality=int(rows.size),
+            n_items=self.n_items,
+            peer_n_items=self._peer_n_items,
+        )
+        self._state = PsiState.DONE
 
 
 class PsiInitiator(_PsiParty):
@@ -307,9 +482,11 @@ class PsiInitiator(_PsiParty):
 
     Flow: :meth:`start` returns :class:`InitiatorHello`; on :class:`ResponderHello` it sends
     ``H(x)^a`` (:class:`InitiatorBlindedPoints`, shuffled); it stores the returned
-    :class:`DoubleBlindedInitiatorPoints`; each chunk of :class:`ResponderBlindedPoints` is
-    answered with :class:`DoubleBlindedResponderPoints`. With ``positions_follow`` it then waits
-    for :meth:`send_positions`.
+    :class:`DoubleBlindedInitiatorPoints`; it blinds each chunk of
+    :class:`ResponderBlindedPoints` and, with ``reveal="both"``, answers it with
+    :class:`DoubleBlindedResponderPoints`; with ``reveal="cardinality"`` it ends by sending
+    :class:`IntersectionCardinality`. With ``positions_follow`` it then waits for
+    :meth:`send_positions`.
 
     Parameters
     ----------
@@ -318,24 +495,37 @@ class PsiInitiator(_PsiParty):
     chunk_points : int, default 65536
         Points per message (both directions).
     positions_follow : bool, default False
-        End the session with an :class:`IntersectionPositions` message (more than two parties).
+        End the session with an :class:`IntersectionPositions` message (more than two parties;
+        only with ``reveal="both"``).
+    reveal : {"both", "receiver", "cardinality"}, default "both"
+        Who learns what; see :class:`PsiOutput`. The responder must be configured alike.
+    hash_to_curve : {"sha256", "elligator2"}, default "sha256"
+        The hash-to-curve map (see ``psi._ecdh``); the responder must use the same.
+    engine : PsiEngine, optional
+        Computes the hashes and multiplications (e.g. over a process pool). Default: an
+        in-process engine. The role uses it but does not close it.
 
     Raises
     ------
     ParameterError
-        If ``chunk_points`` is out of range or ``ids`` is a single string.
+        If ``chunk_points``, ``reveal``, ``hash_to_curve`` or ``engine`` is invalid, if
+        ``positions_follow`` is combined with a mode other than ``"both"``, or ``ids`` is a
+        single string.
     DataError
-        If an ID is not a ``str``.
+        If an ID is not a ``str`` or not encodable as UTF-8.
 
     Security
     --------
-    Semi-honest security under the DDH assumption on Curve25519 and its twist, with SHA-256 as a
-    random oracle. The responder learns the number of distinct IDs and, with its own result, the
-    intersection; it never sees an ID, a hash of an ID, or the row order (points are shuffled
-    with :class:`secrets.SystemRandom`). The secret scalar is drawn with :mod:`secrets`, is
-    dropped after the last multiplication, and the role refuses to be pickled or copied. A
-    malicious peer can make this party's result wrong (e.g. by reordering points), but malformed,
-    non-canonical, repeated and small-order points are rejected.
+    Semi-honest security under the DDH assumption on Curve25519 (and its twist with the
+    ``"sha256"`` map), with the hash as a random oracle. Both parties learn each other's number
+    of distinct IDs. With ``"both"`` both learn the intersection; with ``"receiver"`` only this
+    party does; with ``"cardinality"`` both learn only its size (the responder learns the count
+    this party reports: a malicious initiator could lie). No ID, hash of an ID or row order
+    crosses: points go out under a fresh per-session scalar in a uniformly random order
+    (:func:`psi._ecdh.permutation`, from :mod:`secrets`). The scalar is dropped after the last
+    multiplication, and the role refuses to be pickled or copied. A malicious peer can make this
+    party's result wrong (e.g. by reordering points), but malformed, non-canonical, repeated and
+    small-order points are rejected.
 
     Examples
     --------
@@ -365,6 +555,9 @@ class PsiInitiator(_PsiParty):
         *,
         chunk_points: int = DEFAULT_CHUNK_POINTS,
         positions_follow: bool = False,
+        reveal: str = "both",
+        hash_to_curve: str = "sha256",
+        engine: PsiEngine | None = None,
     ) -> None:
         if isinstance(chunk_points, bool) or not isinstance(chunk_points, int):
             raise ParameterError("chunk_points must be an int")
@@ -372,9 +565,9 @@ class PsiInitiator(_PsiParty):
             raise ParameterError(
                 f"chunk_points must be in [1, {MAX_CHUNK_POINTS}], got {chunk_points}"
             )
-        super().__init__(ids)
-        if len(self._ids) > MAX_ITEMS:
-            raise ParameterError(f"at most {MAX_ITEMS} distinct IDs are supported")
+        if positions_follow and reveal != "both":
+            raise ParameterError("positions_follow needs reveal='both'")
+        super().__init__(ids, reveal=reveal, hash_to_curve=hash_to_curve, engine=engine)
         self._chunk_points = chunk_points
         self._positions_follow = bool(positions_follow)
 
@@ -389,9 +582,10 @@ class PsiInitiator(_PsiParty):
         if self._state is not PsiState.IDLE:
             raise LocalProtocolError(f"start() called in state {self._state.name}")
         hello = InitiatorHello(
-            suite=_ecdh.SUITE,
+            suite=self._suite,
+            reveal=self._reveal,
             nonce=self._nonce,
-            n_items=len(self._ids),
+            n_items=self.n_items,
             chunk_points=self._chunk_points,
             positions_follow=self._positions_follow,
         )
@@ -419,33 +613,49 @@ class PsiInitiator(_PsiParty):
                 self._next_chunk = 0
             return []
         assert isinstance(message, ResponderBlindedPoints)
-        keys, last = self._blind_peer_chunk(
-            message.chunk_index, message.points, "ResponderBlindedPoints"
-        )
-        self._peer_keys.update(keys)
-        reply = DoubleBlindedResponderPoints(message.chunk_index, _ecdh.pack(keys))
-        out = self._envelopes([reply], ROUND_INITIATOR_REPLY)
-        self._next_chunk += 1
-        if last:
-            self._finish_exchange()
-        return out
+        return self._on_responder_points(message)
 
     def _on_hello(self, envelope: Envelope, hello: ResponderHello) -> list[Envelope]:
-        _check_suite(hello.suite)
+        if hello.suite != self._suite:
+            raise RemoteProtocolError(f"peer uses PSI suite {hello.suite!r}, not {self._suite!r}")
         _check_nonce(hello.nonce, "responder")
         _check_count(hello.n_items, "responder")
         if hello.nonce == self._nonce:
             raise RemoteProtocolError("responder echoed the initiator's nonce")
-        session_id, salt = _ecdh.derive_session(self._nonce, hello.nonce)
+        session_id, salt = self._derive(self._nonce, hello.nonce)
         if envelope.session_id != session_id:
-            raise RemoteProtocolError("ResponderHello: frame belongs to another session")
+            raise RemoteProtocolError(
+                "ResponderHello: frame belongs to another session (or other parameters)"
+            )
         self._session_id, self._salt = session_id, salt
         self._peer_n_items = hello.n_items
-        chunks = self._own_blinded_chunks()
+        blob, self._order = self._own_blinded_blob()
         self._state = PsiState.WAIT_DOUBLE_BLINDED_INITIATOR_POINTS
         self._next_chunk = 0
-        messages: list[Message] = [InitiatorBlindedPoints(k, c) for k, c in enumerate(chunks)]
+        chunks = _chunks(blob, self._chunk_points)
+        del blob
+        messages = [InitiatorBlindedPoints(k, c) for k, c in enumerate(chunks)]
         return self._envelopes(messages, ROUND_INITIATOR_POINTS)
+
+    def _on_responder_points(self, message: ResponderBlindedPoints) -> list[Envelope]:
+        keys, last = self._blind_peer_chunk(
+            message.chunk_index, message.points, "ResponderBlindedPoints", keep=True
+        )
+        self._peer_keys += keys
+        self._next_chunk += 1
+        out: list[Envelope] = []
+        if self._reveal == "both":
+            reply = DoubleBlindedResponderPoints(message.chunk_index, keys)
+            out = self._envelopes([reply], ROUND_INITIATOR_REPLY)
+        if last:
+            if self._reveal == "cardinality":
+                count = self._count_matches()
+                out = self._envelopes([IntersectionCardinality(count)], ROUND_INITIATOR_REPLY)
+                self._finish(None, count)
+            else:
+                rows = self._pairwise_from_keys()
+                self._finish(rows, int(rows.size))
+        return out
 
     def send_positions(self, positions: Sequence[int]) -> list[Envelope]:
         """Send the final intersection as positions in the pairwise result, in final order.
@@ -478,35 +688,45 @@ class PsiInitiator(_PsiParty):
         if any(not 0 <= p < len(self._pairwise) for p in values):
             raise ParameterError(f"positions must be in [0, {len(self._pairwise)})")
         blob = np.asarray(values, dtype=">u8").tobytes()
-        self._final = [self._pairwise[p] for p in values]
-        self._state = PsiState.DONE
+        self._finish_positions(np.asarray(values, dtype=np.int64))
         return self._envelopes([IntersectionPositions(blob)], ROUND_POSITIONS)
 
 
 class PsiResponder(_PsiParty):
     """Party 2 of two-party ECDH-PSI over X25519 (every non-leader with more than two parties).
 
-    Flow: on :class:`InitiatorHello` it answers :class:`ResponderHello`; each chunk of
-    :class:`InitiatorBlindedPoints` is answered with :class:`DoubleBlindedInitiatorPoints`, and
-    after the last one it sends ``H(y)^b`` (:class:`ResponderBlindedPoints`, shuffled); it
-    stores the returned :class:`DoubleBlindedResponderPoints`. If the initiator announced
-    ``positions_follow`` it then waits for :class:`IntersectionPositions`.
+    Flow: on :class:`InitiatorHello` it answers :class:`ResponderHello`; it blinds each chunk of
+    :class:`InitiatorBlindedPoints` and returns it as :class:`DoubleBlindedInitiatorPoints`
+    (with ``reveal="cardinality"``: all of them, after the last chunk, in a fresh random order);
+    after the last one it sends ``H(y)^b`` (:class:`ResponderBlindedPoints`, shuffled). Then,
+    with ``"both"`` it stores the returned :class:`DoubleBlindedResponderPoints`, with
+    ``"cardinality"`` it waits for :class:`IntersectionCardinality`, and with ``"receiver"`` it
+    is done. If the initiator announced ``positions_follow`` it then waits for
+    :class:`IntersectionPositions`.
 
     Parameters
     ----------
     ids : sequence of str
         This party's IDs. Duplicates are treated as a set: the first row of each ID counts.
+    reveal : {"both", "receiver", "cardinality"}, default "both"
+        The only mode this party accepts; a hello asking for another is rejected.
+    hash_to_curve : {"sha256", "elligator2"}, default "sha256"
+        The only hash-to-curve map (suite) this party accepts.
+    engine : PsiEngine, optional
+        Computes the hashes and multiplications. Default: an in-process engine.
 
     Raises
     ------
     ParameterError
-        If ``ids`` is a single string.
+        If ``reveal``, ``hash_to_curve`` or ``engine`` is invalid or ``ids`` is a single string.
     DataError
-        If an ID is not a ``str``.
+        If an ID is not a ``str`` or not encodable as UTF-8.
 
     Security
     --------
-    As :class:`PsiInitiator`, with the roles swapped. With more than two parties this role also
+    As :class:`PsiInitiator`, with the roles swapped. Because the responder fixes ``reveal``,
+    an initiator cannot talk it into revealing more than it agreed to. With ``"receiver"`` this
+    party learns only the initiator's set size. With more than two parties this role also
     learns its pairwise intersection with the leader before the final positions arrive.
     """
 
@@ -517,14 +737,20 @@ class PsiResponder(_PsiParty):
             DoubleBlindedResponderPoints,
             ROUND_INITIATOR_REPLY,
         ),
+        PsiState.WAIT_CARDINALITY: (IntersectionCardinality, ROUND_INITIATOR_REPLY),
         PsiState.WAIT_POSITIONS: (IntersectionPositions, ROUND_POSITIONS),
     }
     _STATE_BEFORE_POSITIONS: ClassVar[PsiState] = PsiState.WAIT_POSITIONS
 
-    def __init__(self, ids: Sequence[str]) -> None:
-        super().__init__(ids)
-        if len(self._ids) > MAX_ITEMS:
-            raise ParameterError(f"at most {MAX_ITEMS} distinct IDs are supported")
+    def __init__(
+        self,
+        ids: Sequence[str],
+        *,
+        reveal: str = "both",
+        hash_to_curve: str = "sha256",
+        engine: PsiEngine | None = None,
+    ) -> None:
+        super().__init__(ids, reveal=reveal, hash_to_curve=hash_to_curve, engine=engine)
         self._state = PsiState.WAIT_INITIATOR_HELLO
 
     def receive(self, envelope: Envelope) -> list[Envelope]:
@@ -543,49 +769,91 @@ class PsiResponder(_PsiParty):
         if isinstance(message, DoubleBlindedResponderPoints):
             what = "DoubleBlindedResponderPoints"
             if self._receive_own_keys(message.chunk_index, message.points, what):
-                self._finish_exchange()
+                rows = self._pairwise_from_keys()
+                self._finish(rows, int(rows.size))
             return []
+        if isinstance(message, IntersectionCardinality):
+            return self._on_cardinality(message)
         assert isinstance(message, IntersectionPositions)
         return self._on_positions(message)
 
     def _on_hello(self, envelope: Envelope, hello: InitiatorHello) -> list[Envelope]:
-        _check_suite(hello.suite)
+        if hello.suite != self._suite:
+            raise RemoteProtocolError(f"peer uses PSI suite {hello.suite!r}, not {self._suite!r}")
+        if hello.reveal != self._reveal:
+            raise RemoteProtocolError(
+                f"peer asks for reveal={hello.reveal!r}; this party accepts only "
+                f"reveal={self._reveal!r}"
+            )
         _check_nonce(hello.nonce, "initiator")
         _check_count(hello.n_items, "initiator")
         if not 1 <= hello.chunk_points <= MAX_CHUNK_POINTS:
             raise RemoteProtocolError(
                 f"chunk_points {hello.chunk_points} outside [1, {MAX_CHUNK_POINTS}]"
             )
+        if hello.positions_follow and hello.reveal != "both":
+            raise RemoteProtocolError("positions_follow needs reveal='both'")
         if envelope.session_id != hello.nonce:
             raise RemoteProtocolError("InitiatorHello: provisional session id is not its nonce")
         if hello.nonce == self._nonce:  # pragma: no cover - a 2^-128 coincidence or a replay
             raise RemoteProtocolError("initiator used the responder's nonce")
-        self._session_id, self._salt = _ecdh.derive_session(hello.nonce, self._nonce)
-        self._peer_n_items = hello.n_items
         self._chunk_points = hello.chunk_points
         self._positions_follow = hello.positions_follow
+        self._session_id, self._salt = self._derive(hello.nonce, self._nonce)
+        self._peer_n_items = hello.n_items
         self._state = PsiState.WAIT_INITIATOR_POINTS
         self._next_chunk = 0
-        reply = ResponderHello(suite=_ecdh.SUITE, nonce=self._nonce, n_items=len(self._ids))
+        reply = ResponderHello(suite=self._suite, nonce=self._nonce, n_items=self.n_items)
         return self._envelopes([reply], ROUND_HELLO)
 
     def _on_initiator_points(self, message: InitiatorBlindedPoints) -> list[Envelope]:
+        # With "receiver" we never need the initiator's double-blinded values again.
+        keep = self._reveal != "receiver"
         keys, last = self._blind_peer_chunk(
-            message.chunk_index, message.points, "InitiatorBlindedPoints"
+            message.chunk_index, message.points, "InitiatorBlindedPoints", keep=keep
         )
-        messages: list[Message] = [
-            DoubleBlindedInitiatorPoints(message.chunk_index, _ecdh.pack(keys))
-        ]
-        if last:
-            own = self._own_blinded_chunks()
-            messages += [ResponderBlindedPoints(k, c) for k, c in enumerate(own)]
-            self._scalar = None  # all our multiplications are done
-        self._peer_keys.update(keys)
+        messages: list[Message] = []
+        if self._reveal != "cardinality":
+            messages.append(DoubleBlindedInitiatorPoints(message.chunk_index, keys))
+        if keep:
+            self._peer_keys += keys
         self._next_chunk += 1
-        if last:
+        if not last:
+            return self._envelopes(messages, ROUND_RESPONDER_REPLY)
+        if self._reveal == "cardinality":
+            # A fresh secret order over the whole list: the initiator learns how many of its
+            # values match, not which.
+            peer = np.frombuffer(self._peer_keys, dtype="S32")
+            shuffled = peer[_ecdh.permutation(peer.size)].tobytes()
+            del peer
+            messages += [
+                DoubleBlindedInitiatorPoints(k, c)
+                for k, c in enumerate(_chunks(shuffled, self._chunk_points))
+            ]
+            self._peer_keys = bytearray()
+        own, self._order = self._own_blinded_blob()
+        messages += [
+            ResponderBlindedPoints(k, c) for k, c in enumerate(_chunks(own, self._chunk_points))
+        ]
+        self._scalar = None  # all our multiplications are done
+        self._next_chunk = 0
+        if self._reveal == "both":
             self._state = PsiState.WAIT_DOUBLE_BLINDED_RESPONDER_POINTS
-            self._next_chunk = 0
+        elif self._reveal == "cardinality":
+            self._state = PsiState.WAIT_CARDINALITY
+        else:
+            self._finish(None, None)
         return self._envelopes(messages, ROUND_RESPONDER_REPLY)
+
+    def _on_cardinality(self, message: IntersectionCardinality) -> list[Envelope]:
+        assert self._peer_n_items is not None
+        bound = min(self.n_items, self._peer_n_items)
+        if not 0 <= message.count <= bound:
+            raise RemoteProtocolError(
+                f"IntersectionCardinality: count {message.count} outside [0, {bound}]"
+            )
+        self._finish(None, int(message.count))
+        return []
 
     def _on_positions(self, message: IntersectionPositions) -> list[Envelope]:
         assert self._pairwise is not None
@@ -604,6 +872,5 @@ class PsiResponder(_PsiParty):
             raise RemoteProtocolError(f"IntersectionPositions: a position is outside [0, {n})")
         if np.unique(values).size != values.size:
             raise RemoteProtocolError("IntersectionPositions: repeated positions")
-        self._final = [self._pairwise[int(p)] for p in values]
-        self._state = PsiState.DONE
+        self._finish_positions(values.astype(np.int64))
         return []

@@ -66,6 +66,36 @@ def _build_parser() -> argparse.ArgumentParser:
         "--rows", type=int, default=3000, help="customers generated per federation (default: 3000)"
     )
     _model_args(demo)
+    psi_cmd = commands.add_parser(
+        "psi", help="private set intersection of ID files; writes each party's aligned rows"
+    )
+    psi_cmd.add_argument(
+        "--ids",
+        action="append",
+        required=True,
+        metavar="CSV",
+        help="a party's CSV file (repeat; the party is named after the file)",
+    )
+    psi_cmd.add_argument("--column", default="id", help="ID column (default: id)")
+    psi_cmd.add_argument(
+        "--mode",
+        default="both",
+        choices=["both", "receiver", "cardinality"],
+        help="who learns what: both parties their rows (default), only the "
+        "first file's party, or only the intersection size",
+    )
+    psi_cmd.add_argument(
+        "--normalise",
+        default="",
+        metavar="STEPS",
+        help="comma list applied to every ID before hashing, e.g. "
+        "nfkc,casefold,strip or nfkc,email,nfkc (see psi.normalise)",
+    )
+    psi_cmd.add_argument(
+        "--n-jobs", type=int, default=None, help="worker processes (default: all cores)"
+    )
+    psi_cmd.add_argument("--out", required=True, type=Path, help="output folder")
+    psi_cmd.add_argument("--progress", action="store_true", help="show a progress bar")
     train = commands.add_parser("train", help="PSI + encrypted training on your CSV files")
     train.add_argument(
         "--party",
@@ -162,6 +192,11 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
+        if args.command == "psi":
+            from vfl.psi_cli import run_psi_command
+
+            run_psi_command(args)
+            return 0
         report = _run(args)
         if args.report is not None:
             _write_report(args.report, report)
