@@ -23,11 +23,11 @@ Two levels of API:
 
 Protocols
 ---------
-Two parties (``psi._roles``): each hashes its IDs to X25519 u-coordinates (SHA-256 of a
-domain tag, the session salt and the ID by default; ``hash_to_curve="elligator2"`` uses
-libsodium's Elligator 2 map, the RFC 9380 map family but not its full suite) and blinds
-them with a fresh secret scalar; the initiator sends ``H(x)^a``, the responder returns
-``H(x)^ab`` and sends ``H(y)^b``, the initiator returns ``H(y)^ba`` (mode ``both``). Each party keeps its IDs whose
+Two parties (``psi._roles``): each hashes its IDs to X25519 u-coordinates (SHA-256 of a domain
+tag, the session salt and the ID by default; ``hash_to_curve="elligator2"`` uses libsodium's
+Elligator 2 map, the RFC 9380 map family but not its full suite) and blinds them with a fresh
+secret scalar; the initiator sends ``H(x)^a``, the responder returns ``H(x)^ab`` and sends
+``H(y)^b``, the initiator returns ``H(y)^ba`` (mode ``both``). Each party keeps its IDs whose
 double-blinded value the other also holds. In ``receiver`` mode the last step is skipped; in
 ``cardinality`` mode the double-blinded points come back shuffled and only their count is used
 (the initiator reports it back). The heavy arithmetic runs on :class:`PsiEngine`, a process pool
