@@ -39,6 +39,12 @@ Protocol
    (:class:`IntersectionPseudonyms`). Each party finds its rows by their pseudonyms, so all list
    the intersection in the order of ``F``.
 
+Reveal modes (``reveal``, part of the roster digest, so all parties must agree): ``"both"`` as
+above; ``"receiver"`` skips step 6, so only the leader learns the intersection (the members
+learn only the set sizes, the combiner its usual counts); ``"cardinality"`` replaces steps 5 and
+6 by the count alone (:class:`IntersectionCount`, combiner to leader, then leader to everyone
+else), so every party learns the intersection's size and nobody any identity.
+
 Messages on one channel (sender to receiver) follow a fixed sequence, which each party checks.
 Across channels they may arrive in any order a network allows; :meth:`NPartyPsiParty.ready` says
 whether the next message from a sender can be processed now, and a runner holds frames until it
@@ -50,7 +56,7 @@ Semi-honest parties that do not collude; DDH in the Ed25519 prime-order group, S
 random oracle. What each party learns:
 
 - **Everyone**: the roster, every party's number of distinct IDs, and the final intersection (as
-  its own rows) and hence its size.
+  its own rows) and hence its size, as far as ``reveal`` allows.
 - **Leader**: nothing more. It receives only one-time-masked points and as many positions as the
   intersection has elements.
 - **Members**: nothing more. Each receives its own ring list back, its own keys (reshuffled)
@@ -78,6 +84,7 @@ import hashlib
 import itertools
 import secrets
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
@@ -101,6 +108,7 @@ from psi._multiparty_messages import (
     ROUND_PSEUDONYMS,
     ROUND_RING,
     BlindedMaskedPseudonyms,
+    IntersectionCount,
     IntersectionPseudonyms,
     LeaderMatchKeys,
     MaskedPseudonyms,
@@ -113,7 +121,9 @@ from psi._multiparty_messages import (
 __all__ = [
     "MAX_ITEMS",
     "MIN_PARTIES",
+    "REVEAL_MODES",
     "SUITE",
+    "NPartyPsiOutput",
     "NPartyPsiParty",
     "NPartyPsiResult",
     "NPartyPsiState",
@@ -130,6 +140,14 @@ MIN_PARTIES = 3
 
 MAX_ITEMS = 1 << 23
 """Most distinct IDs per party: a list of points is one frame (256 MiB at this size)."""
+
+REVEAL_MODES = ("both", "receiver", "cardinality")
+"""Accepted values of ``reveal``: who learns the intersection, or only its size.
+
+``"both"``: every party learns its rows. ``"receiver"``: only the leader learns its rows (no
+:class:`IntersectionPseudonyms` is sent). ``"cardinality"``: nobody learns an identity; every
+party learns the intersection's size (:class:`IntersectionCount`).
+"""
 
 NONCE_BYTES = 16
 _P = ed.POINT_BYTES
@@ -164,9 +182,12 @@ class NPartyPsiState(enum.Enum):
     WAIT_MATCH_KEYS = "wait-match-keys"
     """Combiner: own match keys known; waiting for the leader's or a member's."""
     WAIT_POSITIONS = "wait-positions"
-    """Leader: match keys sent; answering masked pseudonyms; waiting for the positions."""
+    """Leader: match keys sent; answering masked pseudonyms; waiting for the positions (the count
+    with ``reveal="cardinality"``)."""
     WAIT_PSEUDONYMS = "wait-pseudonyms"
-    """Non-leader: waiting for the intersection's pseudonyms."""
+    """Non-leader: waiting for the intersection's pseudonyms (``reveal="both"``)."""
+    WAIT_COUNT = "wait-count"
+    """Non-leader with ``reveal="cardinality"``: waiting for the leader's count."""
     DONE = "done"
 
 
@@ -197,11 +218,14 @@ _ACCEPT_IN: dict[type[Message], frozenset[NPartyPsiState]] = {
     MatchKeySet: frozenset({_S.RING, _S.WAIT_REPLY, _S.WAIT_MATCH_KEYS}),
     MatchedPositions: frozenset({_S.WAIT_POSITIONS}),
     IntersectionPseudonyms: frozenset({_S.WAIT_PSEUDONYMS}),
+    IntersectionCount: frozenset({_S.WAIT_POSITIONS, _S.WAIT_COUNT}),
 }
 
 
-def roster_digest(parties: Sequence[str], leader: str, combiner: str) -> bytes:
-    """SHA-256 of the roster: party names in ring order, the leader and the combiner."""
+def roster_digest(
+    parties: Sequence[str], leader: str, combiner: str, reveal: str = "both"
+) -> bytes:
+    """SHA-256 of the roster: party names in ring order, the leader, the combiner, the mode."""
     h = hashlib.sha256(_ROSTER_TAG)
     h.update(len(parties).to_bytes(4, "big"))
     for name in parties:
@@ -209,6 +233,8 @@ def roster_digest(parties: Sequence[str], leader: str, combiner: str) -> bytes:
         h.update(len(raw).to_bytes(4, "big") + raw)
     h.update(parties.index(leader).to_bytes(4, "big"))
     h.update(parties.index(combiner).to_bytes(4, "big"))
+    raw = reveal.encode("ascii")
+    h.update(len(raw).to_bytes(4, "big") + raw)
     return h.digest()
 
 
@@ -218,6 +244,11 @@ def derive_session(digest: bytes, nonces: Sequence[bytes]) -> tuple[bytes, bytes
     session_id = hashlib.sha256(_SESSION_TAG + material).digest()[:16]
     salt = hashlib.sha256(_SALT_TAG + material).digest()
     return session_id, salt
+
+
+def _check_reveal(reveal: str) -> None:
+    if reveal not in REVEAL_MODES:
+        raise ParameterError(f"reveal must be one of {REVEAL_MODES}, got {reveal!r}")
 
 
 def _check_roster(parties: Sequence[str], leader: str, combiner: str) -> tuple[str, ...]:
@@ -300,6 +331,31 @@ def _mult_own(scalar: bytes, blob: bytes) -> bytes:
         raise LocalProtocolError("an own point multiplied to the identity") from None
 
 
+@dataclass(frozen=True)
+class NPartyPsiOutput:
+    """What one party learned from a finished N-party PSI session.
+
+    Attributes
+    ----------
+    reveal : str
+        The session's mode: ``"both"``, ``"receiver"`` or ``"cardinality"``.
+    rows : tuple of int or None
+        This party's row indices (into its own input; first row of a duplicated ID) of the
+        intersection of all parties, in the common order; ``None`` when this party does not learn
+        the intersection (``"cardinality"``; every party but the leader with ``"receiver"``).
+    cardinality : int or None
+        The intersection's size (distinct IDs), or ``None`` when this party does not learn it (the
+        members with ``"receiver"``; the combiner always learns it).
+    party_sizes : dict of str to int
+        Every party's number of distinct IDs (every party learns them).
+    """
+
+    reveal: str
+    rows: tuple[int, ...] | None = field(repr=False)
+    cardinality: int | None
+    party_sizes: dict[str, int]
+
+
 class NPartyPsiParty:
     """One party of N-party PSI (leader, combiner or member, by the roster).
 
@@ -317,19 +373,24 @@ class NPartyPsiParty:
         All party names, in ring order (at least three).
     leader, combiner : str
         The leader and the combiner: two different parties of ``parties``.
+    reveal : {"both", "receiver", "cardinality"}, default "both"
+        Who learns what (see :data:`REVEAL_MODES`); part of the roster digest, so every party
+        must be built with the same mode.
 
     Raises
     ------
     ParameterError
         A bad roster (fewer than three parties, repeated or empty names, an unknown name, leader
-        equal to combiner), ``ids`` a single string, or more than :data:`MAX_ITEMS` IDs.
+        equal to combiner), an unknown ``reveal``, ``ids`` a single string, or more than
+        :data:`MAX_ITEMS` IDs.
     DataError
         If an ID is not a ``str`` or not encodable as UTF-8.
 
     Security
     --------
     Semi-honest, non-colluding parties; DDH in the Ed25519 prime-order group. Each party learns
-    every party's number of distinct IDs and the final intersection; the combiner also learns the
+    every party's number of distinct IDs and, as ``reveal`` allows, the final intersection (or
+    only its size); the combiner also learns the
     size of every region of the Venn diagram of the sets, without identities; the leader and the
     combiner together could learn more, so they must not collude (see :mod:`psi._multiparty`).
     No ID or hash of an ID is sent, only points under secret scalars, shuffled with
@@ -364,8 +425,10 @@ class NPartyPsiParty:
         parties: Sequence[str],
         leader: str,
         combiner: str,
+        reveal: str = "both",
     ) -> None:
         names = _check_roster(parties, leader, combiner)
+        _check_reveal(reveal)
         if name not in names:
             raise ParameterError(f"party {name!r} is not one of the parties")
         self._items, self._rows = _dedupe(ids)
@@ -381,7 +444,8 @@ class NPartyPsiParty:
             if name == combiner
             else NPartyRole.MEMBER
         )
-        self._digest = roster_digest(names, leader, combiner)
+        self._reveal = reveal
+        self._digest = roster_digest(names, leader, combiner, reveal)
         self._nonce = secrets.token_bytes(NONCE_BYTES)
         # Secrets for this session only; each is dropped after its last use.
         self._ring_key: bytes | None = ed.new_scalar()  # a_i
@@ -413,6 +477,7 @@ class NPartyPsiParty:
         self._sets_in: set[str] = set()
         self._n_positions: int | None = None
         self._final: list[int] | None = None
+        self._cardinality: int | None = None
 
     # -- public read-only state -----------------------------------------------------------
     @property
@@ -446,16 +511,32 @@ class NPartyPsiParty:
         return dict(self._sizes)
 
     @property
+    def reveal(self) -> str:
+        """The reveal mode (``"both"``, ``"receiver"`` or ``"cardinality"``)."""
+        return self._reveal
+
+    @property
+    def output(self) -> NPartyPsiOutput | None:
+        """What this party learned (:class:`NPartyPsiOutput`), or ``None`` until ``DONE``."""
+        if self._state is not NPartyPsiState.DONE:
+            return None
+        rows = None if self._final is None else tuple(self._final)
+        return NPartyPsiOutput(self._reveal, rows, self._cardinality, dict(self._sizes))
+
+    @property
     def intersection_rows(self) -> list[int]:
         """Own row indices of the intersection of all parties, in the common order.
 
         Raises
         ------
         LocalProtocolError
-            If the protocol has not reached ``DONE``.
+            If the protocol has not reached ``DONE``, or this party does not learn the
+            intersection in this reveal mode.
         """
         if self._final is None or self._state is not NPartyPsiState.DONE:
-            raise LocalProtocolError(f"result not available in state {self._state.name}")
+            raise LocalProtocolError(
+                f"result not available in state {self._state.name} (reveal={self._reveal!r})"
+            )
         return list(self._final)
 
     def ready(self, sender: str) -> bool:
@@ -559,6 +640,8 @@ class NPartyPsiParty:
             out = self._on_key_set(sender, message)
         elif isinstance(message, MatchedPositions):
             out = self._on_positions(message)
+        elif isinstance(message, IntersectionCount):
+            out = self._on_count(message)
         else:
             assert isinstance(message, IntersectionPseudonyms)
             out = self._on_pseudonyms(message)
@@ -575,13 +658,19 @@ class NPartyPsiParty:
         if self._role is NPartyRole.LEADER:
             steps.append(_Step(MaskedPseudonyms, ROUND_MASKED))
             if sender == self._combiner:
-                steps.append(_Step(MatchedPositions, ROUND_POSITIONS))
+                cardinality = self._reveal == "cardinality"
+                steps.append(
+                    _Step(IntersectionCount if cardinality else MatchedPositions, ROUND_POSITIONS)
+                )
         elif sender == self._leader:
             if self._role is NPartyRole.COMBINER:
                 # The leader sends its match keys before answering anyone (see _on_ring).
                 steps.append(_Step(LeaderMatchKeys, ROUND_MATCH_KEYS))
             steps.append(_Step(BlindedMaskedPseudonyms, ROUND_BLINDED))
-            steps.append(_Step(IntersectionPseudonyms, ROUND_PSEUDONYMS))
+            if self._reveal == "both":
+                steps.append(_Step(IntersectionPseudonyms, ROUND_PSEUDONYMS))
+            elif self._reveal == "cardinality":
+                steps.append(_Step(IntersectionCount, ROUND_PSEUDONYMS))
         elif self._role is NPartyRole.COMBINER:
             steps.append(_Step(MatchKeySet, ROUND_MATCH_KEYS))
         return tuple(steps)
@@ -595,7 +684,9 @@ class NPartyPsiParty:
     def _acceptable(self, step: _Step) -> bool:
         if self._state not in _ACCEPT_IN[step.cls]:
             return False
-        if step.cls is MatchedPositions:
+        if step.cls is MatchedPositions or (
+            step.cls is IntersectionCount and self._role is NPartyRole.LEADER
+        ):
             # The combiner cannot have every key set before every non-leader was answered.
             return len(self._answered) == len(self._peers)
         return True
@@ -610,8 +701,8 @@ class NPartyPsiParty:
             raise RemoteProtocolError(f"{sender!r} uses suite {hello.suite!r}, expected {SUITE!r}")
         if hello.roster_digest != self._digest:
             raise RemoteProtocolError(
-                f"{sender!r} is configured with another roster (parties, order, leader or "
-                "combiner differ)"
+                f"{sender!r} is configured with another roster (parties, order, leader, "
+                "combiner or reveal mode differ)"
             )
         if len(hello.nonce) != NONCE_BYTES:
             raise RemoteProtocolError(
@@ -708,7 +799,10 @@ class NPartyPsiParty:
         assert self._match_scalar is not None
         keys = _split(ed.scalar_mult(ed.invert(self._match_scalar), message.points))
         if self._role is NPartyRole.MEMBER:
-            self._state = NPartyPsiState.WAIT_PSEUDONYMS
+            self._state = self._final_wait()
+            if self._state is NPartyPsiState.DONE:  # "receiver": members learn nothing more
+                self._match_scalar = None
+                self._masked_index = {}
             return [
                 self._out(self._combiner, ROUND_MATCH_KEYS, MatchKeySet(b"".join(sorted(keys))))
             ]
@@ -752,11 +846,27 @@ class NPartyPsiParty:
             return []
         assert common is not None
         positions = [p for p, key in enumerate(leader_keys) if key in common]
-        blob = np.asarray(positions, dtype=">u8").tobytes()
         self._common, self._sets_in, self._leader_keys = None, sets_in, None
         self._n_positions = len(positions)
-        self._state = NPartyPsiState.WAIT_PSEUDONYMS
-        return [self._out(self._leader, ROUND_POSITIONS, MatchedPositions(blob))]
+        self._state = self._final_wait()
+        if self._state is NPartyPsiState.DONE:  # "receiver": the combiner knows the count
+            self._cardinality = len(positions)
+            self._match_scalar = None
+            self._masked_index = {}
+        message: Message
+        if self._reveal == "cardinality":
+            message = IntersectionCount(len(positions))
+        else:
+            message = MatchedPositions(np.asarray(positions, dtype=">u8").tobytes())
+        return [self._out(self._leader, ROUND_POSITIONS, message)]
+
+    def _final_wait(self) -> NPartyPsiState:
+        """A non-leader's state once its part is done: what it still waits for, by mode."""
+        if self._reveal == "both":
+            return NPartyPsiState.WAIT_PSEUDONYMS
+        if self._reveal == "cardinality":
+            return NPartyPsiState.WAIT_COUNT
+        return NPartyPsiState.DONE
 
     def _on_positions(self, message: MatchedPositions) -> list[Outgoing]:
         blob = message.positions
@@ -778,11 +888,16 @@ class NPartyPsiParty:
         pseudonyms = _split(_mult_own(ed.invert(self._match_scalar), keys))
         pairs = sorted(zip(pseudonyms, (self._pi_items[p] for p in positions)))
         blob_out = b"".join(f for f, _ in pairs)
-        out = [
-            self._out(peer, ROUND_PSEUDONYMS, IntersectionPseudonyms(blob_out))
-            for peer in self._peers
-        ]
+        out = (
+            [
+                self._out(peer, ROUND_PSEUDONYMS, IntersectionPseudonyms(blob_out))
+                for peer in self._peers
+            ]
+            if self._reveal == "both"
+            else []  # "receiver": only the leader learns the intersection
+        )
         self._final = [self._rows[i] for _, i in pairs]
+        self._cardinality = len(pairs)
         self._match_scalar = None
         self._pi_keys, self._pi_items = [], []
         self._state = NPartyPsiState.DONE
@@ -801,10 +916,35 @@ class NPartyPsiParty:
         if any(i is None for i in items):
             raise RemoteProtocolError(f"{what}: a pseudonym is not one of this party's")
         self._final = [self._rows[i] for i in items if i is not None]
+        self._cardinality = len(self._final)
         self._match_scalar = None
         self._masked_index = {}
         self._state = NPartyPsiState.DONE
         return []
+
+    def _on_count(self, message: IntersectionCount) -> list[Outgoing]:
+        """``reveal="cardinality"``: the combiner's count (leader) or the leader's (others)."""
+        count = message.count
+        bound = min(self._sizes.values())
+        what = "IntersectionCount"
+        if not 0 <= count <= bound:
+            raise RemoteProtocolError(f"{what}: {count} is outside [0, {bound}]")
+        if self._n_positions is not None and count != self._n_positions:
+            raise RemoteProtocolError(
+                f"{what}: {count}, but the intersection has {self._n_positions} elements"
+            )
+        out = []
+        if self._role is NPartyRole.LEADER:
+            out = [
+                self._out(peer, ROUND_PSEUDONYMS, IntersectionCount(count)) for peer in self._peers
+            ]
+            self._pi_keys, self._pi_items = [], []
+        else:
+            self._masked_index = {}
+        self._cardinality = count
+        self._match_scalar = None
+        self._state = NPartyPsiState.DONE
+        return out
 
 
 # -- in-process driver ------------------------------------------------------------------------
@@ -815,13 +955,25 @@ class NPartyPsiResult(NamedTuple):
     ----------
     rows : dict of str to list of int
         Each party's row indices (into its own input) of the intersection of all parties, all in
-        one common order: ``ids[p][rows[p][k]]`` is the same ID for every party ``p``.
+        one common order: ``ids[p][rows[p][k]]`` is the same ID for every party ``p``. Only the
+        parties that learn their rows are keys: every party with ``reveal="both"``, the leader
+        with ``"receiver"``, none with ``"cardinality"`` (see :attr:`outputs` for ``None``).
     transport : InMemoryTransport
         The transport, with the transcript of every frame.
+    cardinality : int
+        The intersection's size (distinct IDs), whatever the mode.
+    reveal : str
+        The mode the session ran in.
+    outputs : dict of str to NPartyPsiOutput
+        What each party learned: ``outputs[p].rows`` is ``None`` where ``p`` learns no rows,
+        ``outputs[p].cardinality`` is ``None`` where ``p`` does not learn the size.
     """
 
     rows: dict[str, list[int]]
     transport: InMemoryTransport
+    cardinality: int = 0
+    reveal: str = "both"
+    outputs: dict[str, NPartyPsiOutput] = {}  # noqa: RUF012 - NamedTuple default, never mutated
 
 
 def _send(transport: InMemoryTransport, sender: str, out: list[Outgoing]) -> None:
@@ -875,6 +1027,7 @@ def run_n_party(
     leader: str | None = None,
     combiner: str | None = None,
     keep_payloads: bool = False,
+    reveal: str = "both",
 ) -> NPartyPsiResult:
     """Intersect the ID sets of three or more parties in process, with no pairwise leaks.
 
@@ -892,19 +1045,23 @@ def run_n_party(
         The combiner, another party. Default: the first party that is not the leader.
     keep_payloads : bool, default False
         Keep each frame's bytes in the transcript (audits, tests).
+    reveal : {"both", "receiver", "cardinality"}, default "both"
+        Who learns the intersection: every party, only the leader, or nobody (every party learns
+        only its size). See :data:`REVEAL_MODES`.
 
     Returns
     -------
     NPartyPsiResult
-        ``(rows, transport)``; ``rows[p]`` indexes party ``p``'s input, all in one common order
-        (that of the secret pseudonyms, so random-looking). An empty intersection gives empty
-        lists: the caller decides whether that is an error.
+        ``(rows, transport, cardinality, reveal, outputs)``; ``rows[p]`` indexes party ``p``'s
+        input, all in one common order (that of the secret pseudonyms, so random-looking), for
+        the parties that learn rows. An empty intersection gives empty lists: the caller decides
+        whether that is an error.
 
     Raises
     ------
     ParameterError
-        Fewer than three parties, an unknown leader or combiner, the same party as both, or
-        ``ids`` of a party given as a single string.
+        Fewer than three parties, an unknown leader or combiner, the same party as both, an
+        unknown ``reveal``, or ``ids`` of a party given as a single string.
     DataError
         If an ID is not a ``str`` or not encodable as UTF-8.
 
@@ -939,8 +1096,11 @@ def run_n_party(
         combiner = next(name for name in names if name != leader)
     if combiner not in ids:
         raise ParameterError(f"combiner {combiner!r} is not one of the parties")
+    _check_reveal(reveal)
     roles = {
-        name: NPartyPsiParty(name, ids[name], parties=names, leader=leader, combiner=combiner)
+        name: NPartyPsiParty(
+            name, ids[name], parties=names, leader=leader, combiner=combiner, reveal=reveal
+        )
         for name in names
     }
     transport = InMemoryTransport(names, keep_payloads=keep_payloads)
@@ -950,6 +1110,12 @@ def run_n_party(
     for name, role in roles.items():
         if role.state is not NPartyPsiState.DONE:
             raise LocalProtocolError(f"{name!r}: protocol stalled in state {role.state.name}")
-    return NPartyPsiResult(
-        {name: role.intersection_rows for name, role in roles.items()}, transport
-    )
+    outputs = {}
+    for name, role in roles.items():
+        output = role.output
+        assert output is not None
+        outputs[name] = output
+    cardinality = outputs[leader].cardinality
+    assert cardinality is not None
+    rows = {name: list(output.rows) for name, output in outputs.items() if output.rows is not None}
+    return NPartyPsiResult(rows, transport, cardinality, reveal, outputs)

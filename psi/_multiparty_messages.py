@@ -13,7 +13,8 @@ non-leader party ``j``.
 Rounds: 0 hellos (everyone to everyone), 1 the ring, 2 masked pseudonyms (non-leaders to the
 leader), 3 the leader's blinded replies, 4 match keys (everyone but the combiner, to the
 combiner), 5 the matched positions (combiner to leader), 6 the intersection's pseudonyms (leader
-to everyone else).
+to everyone else). With ``reveal="receiver"`` round 6 is left out; with ``reveal="cardinality"``
+rounds 5 and 6 carry only the intersection's size (:class:`IntersectionCount`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from protocols.wire import Message, MessageRegistry
 __all__ = [
     "N_PARTY_REGISTRY",
     "BlindedMaskedPseudonyms",
+    "IntersectionCount",
     "IntersectionPseudonyms",
     "LeaderMatchKeys",
     "MaskedPseudonyms",
@@ -57,8 +59,8 @@ class PartyHello(Message):
     suite : str
         Suite name (:data:`psi._multiparty.SUITE`); any other is rejected.
     roster_digest : bytes
-        SHA-256 of the roster (party names in ring order, leader, combiner): 32 bytes. Parties
-        configured with different rosters refuse each other's hellos.
+        SHA-256 of the roster (party names in ring order, leader, combiner) and the reveal mode:
+        32 bytes. Parties configured with different rosters or modes refuse each other's hellos.
     nonce : bytes
         16 random bytes, the sender's share of the session id and hash salt.
     n_items : int
@@ -152,3 +154,16 @@ class IntersectionPseudonyms(Message):
 
     TYPE_ID: ClassVar[int] = 147
     points: bytes = field(repr=False)
+
+
+@N_PARTY_REGISTRY.register
+@dataclass(frozen=True)
+class IntersectionCount(Message):
+    """``reveal="cardinality"`` only: the size of the intersection, and nothing else.
+
+    Round 5 from the combiner to the leader (instead of :class:`MatchedPositions`), then round 6
+    from the leader to every other party (instead of :class:`IntersectionPseudonyms`).
+    """
+
+    TYPE_ID: ClassVar[int] = 148
+    count: int

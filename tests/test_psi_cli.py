@@ -82,7 +82,6 @@ def test_receiver_and_cardinality_modes(tmp_path):
         (["7", "8"], [], "no ID in common"),
         (["1", "2"], ["--column", "nope"], "nope"),
         (["1", "2"], ["--normalise", "shout"], "unknown"),
-        (["1", "2"], ["--mode", "receiver", "--ids", "EXTRA"], "exactly two"),
     ],
 )
 def test_errors_exit_2_and_write_nothing(tmp_path, capsys, b_ids, extra, message):
@@ -94,3 +93,35 @@ def test_errors_exit_2_and_write_nothing(tmp_path, capsys, b_ids, extra, message
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("mode", ["receiver", "cardinality"])
+def test_three_parties_restricted_modes(tmp_path, mode):
+    a = _write(tmp_path, "a", ["1", "2", "3", "4"])
+    b = _write(tmp_path, "b", ["4", "2", "9"])
+    c = _write(tmp_path, "c", ["2", "4", "5"])
+    out = tmp_path / mode
+    assert (
+        main(
+            [
+                "psi",
+                "--ids",
+                str(a),
+                "--ids",
+                str(b),
+                "--ids",
+                str(c),
+                "--mode",
+                mode,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert json.loads((out / "summary.json").read_text())["n_intersection"] == 2
+    written = sorted(p.name for p in out.iterdir())
+    if mode == "receiver":
+        assert written == ["a.rows.csv", "summary.json"] and _rows(out, "a") == [1, 3]
+    else:
+        assert written == ["summary.json"]

@@ -36,6 +36,7 @@ from psi import _ed25519 as ed
 from psi import _multiparty as mp
 from psi._multiparty import (
     MAX_ITEMS,
+    REVEAL_MODES,
     NPartyPsiParty,
     NPartyPsiState,
     NPartyRole,
@@ -51,6 +52,7 @@ from psi._multiparty_messages import (
     ROUND_PSEUDONYMS,
     ROUND_RING,
     BlindedMaskedPseudonyms,
+    IntersectionCount,
     IntersectionPseudonyms,
     LeaderMatchKeys,
     MaskedPseudonyms,
@@ -83,6 +85,7 @@ MESSAGE_TYPES: list[type[Message]] = [
     MatchKeySet,
     MatchedPositions,
     IntersectionPseudonyms,
+    IntersectionCount,
 ]
 ROUNDS = {
     PartyHello: ROUND_HELLO,
@@ -93,6 +96,7 @@ ROUNDS = {
     MatchKeySet: ROUND_MATCH_KEYS,
     MatchedPositions: ROUND_POSITIONS,
     IntersectionPseudonyms: ROUND_PSEUDONYMS,
+    IntersectionCount: ROUND_POSITIONS,
 }
 
 
@@ -128,6 +132,7 @@ class Net:
         combiner: str | None = None,
         *,
         tamper: Callable[[NPartyPsiParty], None] | None = None,
+        reveal: str = "both",
     ) -> None:
         self.ids = dict(ids)
         self.names = list(ids)
@@ -135,7 +140,12 @@ class Net:
         self.combiner = combiner or next(n for n in self.names if n != self.leader)
         self.roles = {
             name: NPartyPsiParty(
-                name, ids[name], parties=self.names, leader=self.leader, combiner=self.combiner
+                name,
+                ids[name],
+                parties=self.names,
+                leader=self.leader,
+                combiner=self.combiner,
+                reveal=reveal,
             )
             for name in self.names
         }
@@ -198,6 +208,31 @@ def check_rows(ids: Mapping[str, Sequence[str]], rows: Mapping[str, list[int]]) 
     return sequences[0]
 
 
+def check_outputs(
+    ids: Mapping[str, Sequence[str]],
+    outputs: Mapping[str, mp.NPartyPsiOutput | None],
+    reveal: str,
+    leader: str,
+    combiner: str,
+) -> None:
+    """Each party learned exactly what ``reveal`` allows, and it is right."""
+    common = set.intersection(*(set(v) for v in ids.values()))
+    sizes = {name: len(set(v)) for name, v in ids.items()}
+    for name, output in outputs.items():
+        assert output is not None and output.reveal == reveal
+        assert output.party_sizes == sizes
+        learns_rows = reveal == "both" or (reveal == "receiver" and name == leader)
+        if learns_rows:
+            assert output.rows is not None
+            assert {ids[name][r] for r in output.rows} == common
+        else:
+            assert output.rows is None
+        learns_count = reveal != "receiver" or name in (leader, combiner)
+        assert output.cardinality == (len(common) if learns_count else None)
+    if reveal == "both":
+        check_rows(ids, {n: list(o.rows or ()) for n, o in outputs.items() if o is not None})
+
+
 def snapshot(role: NPartyPsiParty) -> dict[str, Any]:
     return {key: copy.deepcopy(value) for key, value in vars(role).items()}
 
@@ -252,6 +287,30 @@ def test_n_party_equals_set_intersection(
         combiner = f"party{(leader_index + 1) % n}"
     result = run_n_party(ids, leader=leader, combiner=combiner)
     check_rows(ids, result.rows)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    sets=st.lists(ids_strategy, min_size=3, max_size=3),
+    reveal=st.sampled_from(REVEAL_MODES),
+    leader_index=st.integers(0, 2),
+    combiner_shift=st.integers(1, 2),
+)
+def test_reveal_modes_equal_set_intersection(
+    sets: list[list[str]], reveal: str, leader_index: int, combiner_shift: int
+) -> None:
+    ids = {f"party{k}": s for k, s in enumerate(sets)}
+    leader = f"party{leader_index}"
+    combiner = f"party{(leader_index + combiner_shift) % 3}"
+    result = run_n_party(ids, leader=leader, combiner=combiner, reveal=reveal)
+    common = set.intersection(*(set(s) for s in sets))
+    assert result.cardinality == len(common) and result.reveal == reveal
+    check_outputs(ids, result.outputs, reveal, leader, combiner)
+    expected_keys = {"both": set(ids), "receiver": {leader}, "cardinality": set()}[reveal]
+    assert set(result.rows) == expected_keys
+    for name, rows in result.rows.items():
+        assert rows == list(result.outputs[name].rows or ())
+        assert sorted(ids[name][r] for r in rows) == sorted(common)
 
 
 @pytest.mark.parametrize(("leader", "combiner"), list(itertools.permutations("pqrs", 2)))
@@ -400,6 +459,101 @@ def test_transcript_shape() -> None:
             assert len(message.positions) == 8 * len(final)  # the leader gets no more
         elif isinstance(message, IntersectionPseudonyms):
             assert len(message.points) == P * len(final)
+
+
+@pytest.mark.parametrize("reveal", ["receiver", "cardinality"])
+def test_transcript_of_restricted_modes(reveal: str) -> None:
+    """``receiver``: no pseudonyms leave the leader; ``cardinality``: nobody gets pseudonyms or
+    positions, only counts."""
+    ids = {
+        "a": [f"u{i}" for i in range(10)],
+        "b": [f"u{i}" for i in range(5, 15)],
+        "c": [f"u{i}" for i in range(0, 15, 3)],
+        "d": [f"u{i}" for i in range(12)],
+    }
+    leader, combiner = "c", "a"
+    result = run_n_party(ids, leader=leader, combiner=combiner, keep_payloads=True, reveal=reveal)
+    assert result.cardinality == 2
+    entries = result.transport.transcript
+    types = collections.Counter(
+        (e.message_type, e.sender, e.receiver, e.round_index) for e in entries
+    )
+    assert not any(key[0] == "IntersectionPseudonyms" for key in types)
+    if reveal == "receiver":
+        assert types[("MatchedPositions", combiner, leader, ROUND_POSITIONS)] == 1
+        assert not any(key[0] == "IntersectionCount" for key in types)
+        assert sorted(ids[leader][r] for r in result.rows[leader]) == ["u6", "u9"]
+        assert set(result.rows) == {leader}
+    else:
+        assert not any(key[0] == "MatchedPositions" for key in types)
+        expected = {("IntersectionCount", combiner, leader, ROUND_POSITIONS): 1}
+        for peer in ["a", "b", "d"]:
+            expected[("IntersectionCount", leader, peer, ROUND_PSEUDONYMS)] = 1
+        assert {k: v for k, v in types.items() if k[0] == "IntersectionCount"} == expected
+        assert result.rows == {}
+    # What each party receives after the match keys: nothing identifying.
+    for entry in entries:
+        assert entry.payload is not None
+        message = N_PARTY_REGISTRY.decode(entry.payload).message
+        if isinstance(message, IntersectionCount):
+            assert message.count == 2
+    for name in ids:
+        received = {e.message_type for e in entries if e.receiver == name}
+        assert "IntersectionPseudonyms" not in received
+        if reveal == "cardinality":
+            assert "MatchedPositions" not in received
+    for name, output in result.outputs.items():
+        learns_rows = reveal == "receiver" and name == leader
+        assert (output.rows is not None) == learns_rows
+        assert output.cardinality == (None if reveal == "receiver" and name in "bd" else 2)
+
+
+@pytest.mark.parametrize("reveal", REVEAL_MODES)
+def test_restricted_modes_refuse_rows(reveal: str) -> None:
+    net = Net(IDS3, leader="p", combiner="q", reveal=reveal).run()
+    for name, role in net.roles.items():
+        assert role.state is NPartyPsiState.DONE and role.reveal == reveal
+        if reveal == "both" or (reveal == "receiver" and name == "p"):
+            assert sorted(IDS3[name][r] for r in role.intersection_rows) == ["u3", "u4", "u5"]
+        else:
+            with pytest.raises(LocalProtocolError, match=f"reveal={reveal!r}"):
+                role.intersection_rows
+        assert not role._match_scalar and not role._masked_index and not role._pi_keys
+
+
+def test_hello_with_another_reveal_is_rejected() -> None:
+    for mine, theirs in itertools.permutations(REVEAL_MODES, 2):
+        roster = dict(parties=["p", "q", "r"], leader="p", combiner="q")
+        role = NPartyPsiParty("q", ["x"], reveal=mine, **roster)  # type: ignore[arg-type]
+        other = NPartyPsiParty("p", ["x"], reveal=theirs, **roster)  # type: ignore[arg-type]
+        role.start()
+        hello = next(env for receiver, env in other.start() if receiver == "q")
+        assert_rejected(role, "p", wire(hello), "reveal mode")
+    assert mp.roster_digest(["p", "q", "r"], "p", "q") == mp.roster_digest(
+        ["p", "q", "r"], "p", "q", "both"
+    )
+    digests = {mp.roster_digest(["p", "q", "r"], "p", "q", mode) for mode in REVEAL_MODES}
+    assert len(digests) == 3
+
+
+def test_count_checked() -> None:
+    net = Net(IDS3, leader="p", combiner="q", reveal="cardinality")
+    item = net.take(is_msg(IntersectionCount, "p"))  # combiner to leader
+    sender, receiver, env = item
+    role = net.roles[receiver]
+    assert env.message.count == 3  # type: ignore[attr-defined]
+    for count in [-1, 5, 2**40]:
+        assert_rejected(role, sender, with_message(env, count=count), "outside")
+    net.deliver(item)
+    for receiver in ["q", "r"]:
+        item = net.take(is_msg(IntersectionCount, receiver))
+        role = net.roles[receiver]
+        assert_rejected(role, "p", with_message(item[2], count=5), "outside")
+        if receiver == "q":  # the combiner knows the count and checks it
+            assert_rejected(role, "p", with_message(item[2], count=2), "has 3 elements")
+        net.deliver(item)
+    net.run()
+    assert all(role.output.cardinality == 3 for role in net.roles.values())  # type: ignore[union-attr]
 
 
 def test_transcript_has_no_ids_or_hashes_of_ids() -> None:
@@ -893,15 +1047,18 @@ def synthetic(cls: type[Message], session_id: bytes, points: bytes) -> Envelope:
         fields = dict(hop=1, points=points)
     elif cls is MatchedPositions:
         fields = dict(positions=b"")
+    elif cls is IntersectionCount:
+        fields = dict(count=0)
     return Envelope(session_id, ROUNDS[cls], cls(**fields))
 
 
+@pytest.mark.parametrize("reveal", REVEAL_MODES)
 @pytest.mark.parametrize(("leader", "combiner"), [("p", "q"), ("r", "p")])
-def test_every_unexpected_message_is_refused(leader: str, combiner: str) -> None:
+def test_every_unexpected_message_is_refused(leader: str, combiner: str, reveal: str) -> None:
     """Before each delivery, every message that the schedule or state does not allow (every
     type, from every sender, genuine ones from this session included) raises and changes
     nothing."""
-    net = Net(IDS3, leader=leader, combiner=combiner)
+    net = Net(IDS3, leader=leader, combiner=combiner, reveal=reveal)
     names = [*net.names, "mallory"]
     refusals: collections.Counter[tuple[NPartyPsiState, type]] = collections.Counter()
     pattern = "expected|cannot be processed|no further|not a peer|another session"
@@ -924,8 +1081,13 @@ def test_every_unexpected_message_is_refused(leader: str, combiner: str) -> None
                     assert_rejected(role, sender, env, pattern)
                     refusals[(role.state, type(env.message))] += 1
         net.deliver(net.pending.popleft())
-    assert sorted(check_rows(IDS3, net.rows())) == ["u3", "u4", "u5"]
-    assert {state for state, _ in refusals} == set(NPartyPsiState) - {NPartyPsiState.IDLE}
+    check_outputs(IDS3, {n: role.output for n, role in net.roles.items()}, reveal, leader, combiner)
+    unused = {
+        "both": {NPartyPsiState.WAIT_COUNT},
+        "receiver": {NPartyPsiState.WAIT_COUNT, NPartyPsiState.WAIT_PSEUDONYMS},
+        "cardinality": {NPartyPsiState.WAIT_PSEUDONYMS},
+    }[reveal]
+    assert {state for state, _ in refusals} == set(NPartyPsiState) - {NPartyPsiState.IDLE} - unused
     for role in net.roles.values():  # DONE: nothing more is accepted
         for sender in net.names:
             if sender != role.name:
@@ -959,6 +1121,10 @@ def test_parameter_errors() -> None:
         NPartyPsiParty("a", [], parties=["a", "", "b"], leader="a", combiner="b")
     with pytest.raises(ParameterError, match="sequence"):
         NPartyPsiParty("a", [], parties="abc", leader="a", combiner="b")
+    with pytest.raises(ParameterError, match="reveal"):
+        NPartyPsiParty("a", [], reveal="leader", **roster)  # type: ignore[arg-type]
+    with pytest.raises(ParameterError, match="reveal"):
+        run_n_party({"a": [], "b": [], "c": []}, reveal="none")
 
 
 def test_local_protocol_errors() -> None:
@@ -986,7 +1152,7 @@ def test_registry_rejects_garbage() -> None:
     assert N_PARTY_REGISTRY.decode(frame).message == RingPoints(2, b"abc")
     with pytest.raises(RemoteProtocolError, match="trailing"):
         N_PARTY_REGISTRY.decode(frame + b"\x00")
-    assert {cls.TYPE_ID for cls in N_PARTY_REGISTRY.types()} == set(range(140, 148))
+    assert {cls.TYPE_ID for cls in N_PARTY_REGISTRY.types()} == set(range(140, 149))
 
 
 def test_too_many_ids(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,7 +4,8 @@ Outputs (in ``--out``, written only after the intersection succeeded, each file 
 
 * ``<party>.rows.csv``: column ``row``, the party's 0-based data-row indices of the common IDs,
   in one order shared by every party (sorted by the normalised ID); for every party in mode
-  ``both``, for the first file's party only in mode ``receiver``, for nobody in ``cardinality``;
+  ``both``, for the first file's party only in mode ``receiver``, for nobody in ``cardinality``
+  (two files: two-party ECDH-PSI; three or more: the N-party protocol, first file as leader);
 * ``summary.json``: parties, their row and distinct-ID counts, the mode, the normalisation and
   ``n_intersection``.
 """
@@ -61,8 +62,6 @@ def _write(path: Path, text: str) -> None:
 def run_psi_command(args: argparse.Namespace) -> dict[str, Any]:
     if len(args.ids) < 2:
         raise ParameterError("give at least two --ids files")
-    if args.mode != "both" and len(args.ids) != 2:
-        raise ParameterError(f"--mode {args.mode} needs exactly two --ids files")
     normaliser = parse_normaliser(args.normalise)
     names = _party_names(args.ids)
     columns = {name: _read_ids(path, args.column) for name, path in zip(names, args.ids)}
@@ -87,7 +86,7 @@ def run_psi_command(args: argparse.Namespace) -> dict[str, Any]:
                 align_rows(ids, n_jobs=args.n_jobs, progress=progress)
             )
             n_common = len(next(iter(rows.values())) or [])
-        else:
+        elif len(names) == 2:
             a, b = names
             result = psi.run_two_party(
                 ids[a],
@@ -101,6 +100,12 @@ def run_psi_command(args: argparse.Namespace) -> dict[str, Any]:
             rows = {a: None, b: None}
             if args.mode == "receiver" and result.a.rows is not None:
                 rows[a] = sorted((int(r) for r in result.a.rows), key=ids[a].__getitem__)
+        else:
+            multi = psi.run_n_party(ids, leader=names[0], reveal=args.mode)
+            n_common = int(multi.cardinality)
+            rows = {name: None for name in names}
+            for name, party_rows in multi.rows.items():
+                rows[name] = sorted(party_rows, key=ids[name].__getitem__)
     finally:
         if bar is not None:
             bar.close()
@@ -120,9 +125,9 @@ def run_psi_command(args: argparse.Namespace) -> dict[str, Any]:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, party_rows in rows.items():
-        if party_rows is not None:
-            _write(out / f"{name}.rows.csv", "row\n" + "".join(f"{r}\n" for r in party_rows))
+    for name, written in rows.items():
+        if written is not None:
+            _write(out / f"{name}.rows.csv", "row\n" + "".join(f"{r}\n" for r in written))
     _write(out / "summary.json", json.dumps(summary, indent=2))
     print(f"{n_common} IDs in common ({args.mode}); written to {out}")
     return summary
