@@ -22,10 +22,12 @@ process. Measurements:
   float``, sums, ``decrypt``) on ``--phe-rows`` rows of ``--batches`` batches, scaled to an
   epoch (row work by rows, per-batch work by batches).
 
-Times per epoch are medians over epochs (and batches, scaled) on a machine shared with other
-work: the script prints the load average and the spread (min, median, max of batch times) so
-noise shows. Peak memory: ``ru_maxrss`` of this process and of its largest worker
-(``getrusage``), and the sampled peak of their summed RSS (psutil, if installed).
+Times per epoch are the median over the epochs after the first (the first includes one-time
+set-up: starting workers, building the fixed-base tables); on a machine shared with other work
+the script prints the load average and the spread (min, median, max of batch times) and the
+CPU seconds (this process and its workers), so noise shows. Peak memory: ``ru_maxrss`` of this
+process, and the sampled peak of the largest worker and of all processes together (psutil;
+workers are children of the ``forkserver`` process, which ``RUSAGE_CHILDREN`` does not cover).
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class MemorySampler:
 
     def __init__(self, interval_s: float = 0.1) -> None:
         self.peak = 0
+        self.peak_child = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         try:
@@ -117,7 +120,9 @@ class MemorySampler:
         total = self._proc.memory_info().rss
         for child in self._proc.children(recursive=True):
             with contextlib.suppress(Exception):
-                total += child.memory_info().rss
+                rss = child.memory_info().rss
+                total += rss
+                self.peak_child = max(self.peak_child, rss)
         self.peak = max(self.peak, total)
 
     def _loop(self) -> None:
@@ -458,12 +463,12 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"  -> per epoch {naive['per_epoch']:.0f} s (scaled)")
         sampler.sample()
-    paillier.shutdown_workers()  # finished children report their peak RSS
+    paillier.shutdown_workers()
     self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    # workers are children of the forkserver, so RUSAGE_CHILDREN does not see them: sampled
     results["peak_rss_mib"] = {
         "self": self_peak,
-        "largest_child": child_peak,
+        "largest_child": sampler.peak_child / MiB if sampler.peak_child else None,
         "sampled_total": sampler.peak / MiB if sampler.peak else None,
     }
 
@@ -491,11 +496,16 @@ def main(argv: list[str] | None = None) -> int:
         pre = results["paillier_online"]["precompute_seconds"]
         print(f"  randomness precomputation per epoch: {statistics.median(pre):.2f} s (median)")
     peak = results["peak_rss_mib"]
-    sampled = f", sampled total {peak['sampled_total']:.0f} MiB" if peak["sampled_total"] else ""
-    print(
-        f"peak memory: this process {peak['self']:.0f} MiB, largest worker "
-        f"{peak['largest_child']:.0f} MiB{sampled}"
-    )
+    if peak["sampled_total"]:
+        print(
+            f"peak memory: this process {peak['self']:.0f} MiB (ru_maxrss), largest worker "
+            f"{peak['largest_child']:.0f} MiB, all processes together {peak['sampled_total']:.0f}"
+            " MiB (sampled every 0.1 s with psutil)"
+        )
+    else:
+        print(f"peak memory: this process {peak['self']:.0f} MiB (install psutil for workers)")
+    if args.quick:
+        print("(--quick: 3 batches per run and no warm-up; not the steady state)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

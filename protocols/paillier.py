@@ -2,19 +2,62 @@
 
 Choices and why:
 
-* **Generator g = n + 1**, so ``g^m = 1 + m n mod n^2`` costs one multiplication; keys remain
-  valid ``phe`` keys (``phe`` uses the same generator): see :meth:`PaillierPublicKey.to_phe`.
+* **Generator g = n + 1**, so ``g^m = 1 + m n mod n^2`` and ``(1 + m n) r = r + n (m r mod n)``
+  costs a fraction of one multiplication modulo ``n^2``; keys remain valid ``phe`` keys (``phe``
+  uses the same generator) and our ciphertexts are ``phe`` ciphertexts: see
+  :meth:`PaillierPublicKey.to_phe`.
 * **Randomness** ``r^n`` is replaced by ``h_s^a`` with ``h = -x^2 mod n``, ``h_s = h^n mod n^2``
   and a fresh ``a`` of ``key_bits / 2`` bits from :mod:`secrets` (Damgård, Jurik and Nielsen,
   "A generalization of Paillier's public-key system with applications to electronic voting",
   Int. J. Inf. Secur. 9, 2010, sect. 4.2; the same exponent length as SecretFlow's HEU). This
-  needs ``p = q = 3 mod 4``, so keys are generated here. ``h_s^a`` uses a fixed-base table of
-  8-bit windows: ``key_bits / 16`` multiplications per encryption instead of a full ``powmod``.
+  needs ``p = q = 3 mod 4``, so keys are generated here. ``h_s^a`` comes from a fixed-base table
+  (8-bit windows, widened to 13 bits once a key has made enough values: 79 multiplications per
+  encryption for a 2048-bit key); see :mod:`protocols._paillier_pool`.
+* **Precomputed randomness**: :meth:`PaillierPublicKey.precompute_randomness` fills a store
+  (in worker processes when ``n_jobs > 1``) that ``encrypt``, ``mask`` and ``rerandomize``
+  consume, each value exactly once; when the store is empty they compute inline.
 * **One public fixed-point exponent** for every value of a vector (``scale_bits``): values are
-  ``round(v * 2^scale_bits) mod n``; phe's per-value exponents would leak magnitudes.
+  ``round(v * 2^scale_bits) mod n``; phe's per-value exponents would leak magnitudes. Inputs to
+  :meth:`~PaillierPublicKey.encrypt` must be below ``2^INPUT_BITS`` in magnitude, so every
+  vector carries a *public* bound on its values (derived from that limit and the operations
+  applied, never from the data); anything that would leave the fixed-point range raises
+  ``ParameterError`` or, at decryption, ``DecryptionError``: never a silent wrap-around.
 * **Decryption by CRT** modulo ``p^2`` and ``q^2``.
-* ``X^T [[d]]`` by bucket multi-exponentiation with positive and negative multipliers
-  accumulated separately and one inversion per column.
+* ``X^T [[d]]`` by multi-exponentiation (:mod:`protocols._multiexp`) with positive and negative
+  multipliers accumulated separately, column by column over the process pool.
+
+Masks and packing (what the coordinator decrypts)
+-------------------------------------------------
+:meth:`~PaillierPublicKey.mask` packs a vector into as few plaintexts as its public bound
+allows. With values ``|v| < 2^B`` (``B`` the vector's bound in fixed-point units), a slot has
+``S = B + 2 + MASK_HIDING_BITS`` bits and holds ``v + 2^B + r`` with ``r`` uniform in
+``[0, 2^(S-1))``; ``L = floor((key_bits - 1) / S)`` slots fill one plaintext, slot ``j`` at bits
+``[j S, (j + 1) S)``::
+
+    P = sum_j (v_j + 2^B + r_j) * 2^(j S)          with 0 <= v_j + 2^B < 2^(B+1)
+
+Each slot is below ``2^(B+1) + 2^(S-1) <= 2^S``, so slots never carry into each other, and
+``P < 2^(key_bits - 1) <= n`` decrypts exactly. ``[[P]]`` is computed as the Horner product
+``prod_j [[v_j]]^(2^(j S))`` times a fresh encryption of ``sum_j (2^B + r_j) 2^(j S)``.
+**Statistical hiding**: for any two values of a slot the distributions of ``v + 2^B + r`` are at
+statistical distance at most ``2^(B+1) / 2^(S-1) = 2^-MASK_HIDING_BITS = 2^-40``; a vector of
+``k`` values is hidden up to ``k * 2^-40``. For the gradient of a 2048-bit key and batches of
+about 1000 rows, ``B = 145`` and ``S = 187``: 10 values per plaintext. When packing saves
+nothing (one value, or a bound too wide), the mask is uniform in ``Z_n`` (perfect hiding).
+
+The bound a party packs with is public: fresh encryptions ``INPUT_BITS`` above their scale,
+``SUM_HEADROOM_BITS`` more for a received fresh vector (a sum of up to 256 fresh encryptions),
+plus ``29 + PLAIN_SCALE_BITS`` bits for any plaintext multiplier and ``log2(rows)`` for a column
+sum. Like the rest of the protocol this assumes semi-honest peers: a party that sends a residual
+outside the public range can make packed slots overflow, so that the coordinator sees more than
+the hiding bound allows; :meth:`~PaillierPublicKey.unmask` then raises ``RemoteProtocolError``
+for a slot outside its range, but only afterwards. The range is enforced at ``encrypt``.
+
+Wire format: an unpacked vector is ``"PC"``, version 1, scale, count, key fingerprint, then
+``count`` ciphertexts of ``key_bits / 4`` bytes; a packed one is ``"PP"``, version 1, scale,
+*logical* count, slot bits, fingerprint, then ``ceil(count / L)`` ciphertexts. The coordinator's
+``decrypt_masked`` answers ``"PM"`` version 1 (one plaintext per value) or version 2 (count, slot
+bits, number of plaintexts); only the mask holder knows the masks and offsets.
 """
 
 from __future__ import annotations
@@ -22,13 +65,20 @@ from __future__ import annotations
 import hashlib
 import secrets
 import struct
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import gmpy2
 import numpy as np
 from numpy.typing import ArrayLike
 
-from protocols._multiexp import multi_exp
+from protocols._paillier_pool import (
+    column_products,
+    context_for,
+    get_n_jobs,
+    parallelism,
+    set_n_jobs,
+)
+from protocols._paillier_pool import shutdown as shutdown_workers
 from protocols.backend import Backend, CiphertextVector, Mask, PublicKey, SecretKey
 from protocols.errors import (
     DecryptionError,
@@ -43,10 +93,16 @@ __all__ = [
     "MIN_KEY_BITS",
     "VALUE_SCALE_BITS",
     "PLAIN_SCALE_BITS",
+    "INPUT_BITS",
+    "MASK_HIDING_BITS",
     "PaillierBackend",
     "PaillierPublicKey",
     "PaillierSecretKey",
     "PaillierCiphertextVector",
+    "get_n_jobs",
+    "parallelism",
+    "set_n_jobs",
+    "shutdown_workers",
 ]
 
 MIN_KEY_BITS = 2048
@@ -54,37 +110,73 @@ MIN_KEY_BITS = 2048
 VALUE_SCALE_BITS = 32
 #: Fixed-point bits of plaintext multipliers (features, coefficients).
 PLAIN_SCALE_BITS = 32
-_WINDOW_BITS = 8
+#: Values given to ``encrypt`` must be below ``2^INPUT_BITS`` in magnitude (the public range).
+INPUT_BITS = 32
+#: Extra bits allowed for a received fresh vector: a sum of up to 256 fresh encryptions.
+SUM_HEADROOM_BITS = 8
+#: Statistical hiding of a packed slot: its mask is this many bits wider than the value range.
+MASK_HIDING_BITS = 40
 _MAX_PLAIN_ABS = 2.0**29  # multipliers must fit int64 exponents after scaling
+_PLAIN_BITS = 29 + PLAIN_SCALE_BITS  # |round(k * 2^32)| <= 2^61 for |k| < 2^29
 _PK_HEADER = struct.Struct(">2sBH")
-_CT_HEADER = struct.Struct(">2sBHI8s")
-_MP_HEADER = struct.Struct(">2sBI")
+_CT_HEADER = struct.Struct(">2sBHI8s")  # tag PC, version, scale, count, fingerprint
+_PACKED_HEADER = struct.Struct(">2sBHIH8s")  # tag PP, version, scale, count, slot bits, fp
+_MP_HEADER = struct.Struct(">2sBI")  # tag PM, version 1, count
+_MP_PACKED_HEADER = struct.Struct(">2sBIHI")  # tag PM, version 2, count, slot bits, plaintexts
 
 
 class PaillierCiphertextVector(CiphertextVector):
-    """Ciphertexts ``c_i`` in ``Z_{n^2}`` sharing one fixed-point ``scale_bits``."""
+    """Ciphertexts ``c_i`` in ``Z_{n^2}`` sharing one fixed-point ``scale_bits``.
 
-    __slots__ = ("fingerprint", "scale_bits", "values")
+    ``bound_bits`` is a public bound ``|value * 2^scale_bits| < 2^bound_bits`` (``None``:
+    unknown). A *packed* vector (``slot_bits > 0``, made by ``mask``) holds ``size`` values in
+    fewer ciphertexts and can only be serialised and decrypted with ``decrypt_masked``.
+    """
 
-    def __init__(self, values: list[gmpy2.mpz], scale_bits: int, fingerprint: bytes) -> None:
+    __slots__ = ("_size", "bound_bits", "fingerprint", "scale_bits", "slot_bits", "values")
+
+    def __init__(
+        self,
+        values: list[gmpy2.mpz],
+        scale_bits: int,
+        fingerprint: bytes,
+        bound_bits: int | None = None,
+        *,
+        slot_bits: int = 0,
+        size: int | None = None,
+    ) -> None:
         self.values = values
         self.scale_bits = scale_bits
         self.fingerprint = fingerprint
+        self.bound_bits = bound_bits
+        self.slot_bits = slot_bits
+        self._size = len(values) if size is None else size
 
     @property
     def size(self) -> int:
-        return len(self.values)
+        return self._size
+
+    @property
+    def packed(self) -> bool:
+        return self.slot_bits > 0
 
     def __repr__(self) -> str:
-        return f"<PaillierCiphertextVector size={self.size} scale_bits={self.scale_bits}>"
+        packed = f" in {len(self.values)} packed" if self.slot_bits else ""
+        return f"<PaillierCiphertextVector size={self.size}{packed} scale_bits={self.scale_bits}>"
 
 
 class _PaillierMask(Mask):
-    __slots__ = ("scale_bits", "values")
+    """Per-value masks; with ``slot_bits`` the layout of the packed plaintexts as well."""
 
-    def __init__(self, values: list[int], scale_bits: int) -> None:
+    __slots__ = ("bound_bits", "scale_bits", "slot_bits", "values")
+
+    def __init__(
+        self, values: list[int], scale_bits: int, slot_bits: int = 0, bound_bits: int = 0
+    ) -> None:
         self.values = values
         self.scale_bits = scale_bits
+        self.slot_bits = slot_bits
+        self.bound_bits = bound_bits
 
 
 def _check_key_bits(key_bits: int) -> None:
@@ -97,6 +189,14 @@ def _check_key_bits(key_bits: int) -> None:
         )
     if key_bits < 256:
         raise InsecureParametersError("key_bits below 256 is not supported even in tests")
+
+
+def _log2_ceil(count: int) -> int:
+    return max(0, count - 1).bit_length()
+
+
+def _plus(bound: int | None, bits: int) -> int | None:
+    return None if bound is None else bound + bits
 
 
 class PaillierPublicKey(PublicKey):
@@ -116,7 +216,7 @@ class PaillierPublicKey(PublicKey):
         self.hs = gmpy2.mpz(hs)
         self._key_bits = key_bits
         self._exponent_bytes = key_bits // 16  # a has key_bits / 2 bits
-        self._table: list[list[gmpy2.mpz]] | None = None
+        self._context = context_for(self.n, self.hs)  # table and randomness store, shared
         self.fingerprint = hashlib.sha256(int(n).to_bytes(key_bits // 8, "big")).digest()[:8]
         self._max_encoded = n // 4
 
@@ -163,21 +263,27 @@ class PaillierPublicKey(PublicKey):
         return paillier.PaillierPublicKey(int(self.n))
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, PaillierPublicKey) and self.n == other.n and self.hs == other.hs
-        )
+        return isinstance(other, PaillierPublicKey) and self.n == other.n and self.hs == other.hs
 
     def __hash__(self) -> int:
         return hash(self.fingerprint)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (int(self.n), int(self.hs)))
 
     def __repr__(self) -> str:
         return f"<PaillierPublicKey {self._key_bits} bits {self.fingerprint.hex()}>"
 
     # -- encoding ------------------------------------------------------------------------------
-    def _encode(self, values: ArrayLike, scale_bits: int, what: str) -> list[int]:
+    @staticmethod
+    def _finite(values: ArrayLike, what: str) -> np.ndarray:
         array = np.asarray(values, dtype=np.float64).ravel()
         if not np.all(np.isfinite(array)):
             raise ParameterError(f"{what} must be finite numbers")
+        return array
+
+    def _encode(self, values: ArrayLike, scale_bits: int, what: str) -> list[int]:
+        array = self._finite(values, what)
         with np.errstate(over="ignore"):
             scaled = np.rint(np.ldexp(array, scale_bits))
         if not np.all(np.isfinite(scaled)):  # overflowed float64 after scaling
@@ -198,40 +304,52 @@ class PaillierPublicKey(PublicKey):
             )
         return np.rint(np.ldexp(array, PLAIN_SCALE_BITS)).astype(np.int64)
 
+    def _embed(self, m: int, r: gmpy2.mpz) -> gmpy2.mpz:
+        """``(1 + m n) r mod n^2`` as ``r + n (m r mod n)``: no full multiplication mod n^2."""
+        n = self.n
+        c = r + n * (m * (r % n) % n)
+        return c - self.nsquare if c >= self.nsquare else c
+
     # -- randomness ----------------------------------------------------------------------------
-    def _ensure_table(self) -> list[list[gmpy2.mpz]]:
-        if self._table is None:
-            table = []
-            base = self.hs
-            n2 = self.nsquare
-            for _ in range(self._exponent_bytes):
-                row = [gmpy2.mpz(1), base]
-                for _ in range(2, 1 << _WINDOW_BITS):
-                    row.append(row[-1] * base % n2)
-                table.append(row)
-                base = row[-1] * base % n2  # base^(2^8) for the next window
-            self._table = table
-        return self._table
+    def precompute_randomness(self, count: int, *, wait: bool = True) -> None:
+        """Make ``count`` encryption randomness values now for later ``encrypt``/``mask`` calls.
+
+        With ``n_jobs > 1`` (see :func:`parallelism`) the values are made in worker processes;
+        ``wait=False`` returns at once and the values join the store as workers finish them.
+        The store belongs to the key ``(n, h_s)`` in this process: every key object with the
+        same public key draws from it, and each value is used by exactly one ciphertext.
+
+        Raises
+        ------
+        ParameterError
+            If ``count`` is not a non-negative int.
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ParameterError(f"count must be a non-negative int, got {count!r}")
+        self._context.precompute(count, wait=wait)
+
+    @property
+    def randomness_available(self) -> int:
+        """Precomputed randomness values ready in the store."""
+        return self._context.available
 
     def _random_factors(self, count: int) -> list[gmpy2.mpz]:
-        """``count`` fresh encryptions of zero's randomness ``h_s^a``."""
-        table = self._ensure_table()
-        n2 = self.nsquare
-        out = []
-        for _ in range(count):
-            acc = gmpy2.mpz(1)
-            for row, digit in zip(table, secrets.token_bytes(self._exponent_bytes)):
-                if digit:
-                    acc = acc * row[digit] % n2
-            out.append(acc)
-        return out
+        """``count`` fresh ``h_s^a`` (randomness of encryptions of zero), each used once."""
+        # secrets is looked up here so that known-answer tests can fix the exponents
+        return self._context.random_factors(count, secrets.token_bytes)
 
-    def _wrap(self, values: list[gmpy2.mpz], scale_bits: int) -> PaillierCiphertextVector:
-        return PaillierCiphertextVector(values, scale_bits, self.fingerprint)
+    def _wrap(
+        self, values: list[gmpy2.mpz], scale_bits: int, bound_bits: int | None
+    ) -> PaillierCiphertextVector:
+        if bound_bits is not None and bound_bits >= self._key_bits:
+            bound_bits = None
+        return PaillierCiphertextVector(values, scale_bits, self.fingerprint, bound_bits)
 
     def _own(self, a: CiphertextVector) -> PaillierCiphertextVector:
         if not isinstance(a, PaillierCiphertextVector) or a.fingerprint != self.fingerprint:
             raise LocalProtocolError("ciphertext does not belong to this Paillier key")
+        if a.packed:
+            raise LocalProtocolError("a packed (masked) vector can only be decrypted")
         return a
 
     # -- operations ---------------------------------------------------------------------------
@@ -239,18 +357,34 @@ class PaillierPublicKey(PublicKey):
         return self.encrypt_at_scale(values, VALUE_SCALE_BITS)
 
     def encrypt_at_scale(self, values: ArrayLike, scale_bits: int) -> PaillierCiphertextVector:
-        """Fresh encryption with an explicit fixed-point exponent."""
-        encoded = self._encode(values, scale_bits, "values to encrypt")
-        n, n2 = self.n, self.nsquare
+        """Fresh encryption with an explicit fixed-point exponent.
+
+        Raises
+        ------
+        ParameterError
+            Non-finite values, or values of magnitude ``2^INPUT_BITS`` or more.
+        """
+        array = self._finite(values, "values to encrypt")
+        if array.size and float(np.max(np.abs(array))) >= 2.0**INPUT_BITS:
+            raise ParameterError(
+                f"values to encrypt must be below 2^{INPUT_BITS} in magnitude (the public range "
+                "that masks rely on)"
+            )
+        encoded = self._encode(array, scale_bits, "values to encrypt")
         factors = self._random_factors(len(encoded))
-        values = [(1 + (m % n) * n) * r % n2 for m, r in zip(encoded, factors)]
-        return self._wrap(values, scale_bits)
+        values = [self._embed(m, r) for m, r in zip(encoded, factors)]
+        return self._wrap(values, scale_bits, scale_bits + INPUT_BITS)
 
     def _rescaled(self, a: PaillierCiphertextVector, scale_bits: int) -> PaillierCiphertextVector:
         if a.scale_bits == scale_bits:
             return a
-        factor = gmpy2.mpz(1) << (scale_bits - a.scale_bits)
-        return self._wrap([gmpy2.powmod(c, factor, self.nsquare) for c in a.values], scale_bits)
+        shift = scale_bits - a.scale_bits
+        factor = gmpy2.mpz(1) << shift
+        return self._wrap(
+            [gmpy2.powmod(c, factor, self.nsquare) for c in a.values],
+            scale_bits,
+            _plus(a.bound_bits, shift),
+        )
 
     def add(self, a: CiphertextVector, b: CiphertextVector) -> PaillierCiphertextVector:
         a, b = self._own(a), self._own(b)
@@ -259,7 +393,10 @@ class PaillierPublicKey(PublicKey):
         scale = max(a.scale_bits, b.scale_bits)
         a, b = self._rescaled(a, scale), self._rescaled(b, scale)
         n2 = self.nsquare
-        return self._wrap([x * y % n2 for x, y in zip(a.values, b.values)], scale)
+        bound = None
+        if a.bound_bits is not None and b.bound_bits is not None:
+            bound = max(a.bound_bits, b.bound_bits) + 1
+        return self._wrap([x * y % n2 for x, y in zip(a.values, b.values)], scale, bound)
 
     def add_plain(self, a: CiphertextVector, values: ArrayLike) -> PaillierCiphertextVector:
         a = self._own(a)
@@ -267,8 +404,12 @@ class PaillierPublicKey(PublicKey):
         if len(encoded) != a.size:
             raise LocalProtocolError(f"cannot add {len(encoded)} plaintexts to {a.size} values")
         n, n2 = self.n, self.nsquare
+        bound = None
+        if a.bound_bits is not None:
+            largest = max((abs(m) for m in encoded), default=0)
+            bound = max(a.bound_bits, largest.bit_length()) + 1
         return self._wrap(
-            [c * (1 + (m % n) * n) % n2 for c, m in zip(a.values, encoded)], a.scale_bits
+            [c * (1 + (m % n) * n) % n2 for c, m in zip(a.values, encoded)], a.scale_bits, bound
         )
 
     def mul_plain(self, a: CiphertextVector, values: ArrayLike) -> PaillierCiphertextVector:
@@ -283,7 +424,8 @@ class PaillierPublicKey(PublicKey):
                 out.append(gmpy2.powmod(c, k, n2))
             else:
                 out.append(gmpy2.powmod(gmpy2.invert(c, n2), -k, n2))
-        return self._wrap(out, a.scale_bits + PLAIN_SCALE_BITS)
+        # the public multiplier limit, not the data's: the bound reaches the coordinator
+        return self._wrap(out, a.scale_bits + PLAIN_SCALE_BITS, _plus(a.bound_bits, _PLAIN_BITS))
 
     def sum(self, a: CiphertextVector) -> PaillierCiphertextVector:
         a = self._own(a)
@@ -291,7 +433,7 @@ class PaillierPublicKey(PublicKey):
         total = gmpy2.mpz(1)
         for c in a.values:
             total = total * c % n2
-        return self._wrap([total], a.scale_bits)
+        return self._wrap([total], a.scale_bits, _plus(a.bound_bits, _log2_ceil(a.size)))
 
     def dot_columns(self, matrix: np.ndarray, a: CiphertextVector) -> PaillierCiphertextVector:
         a = self._own(a)
@@ -301,35 +443,66 @@ class PaillierPublicKey(PublicKey):
                 f"matrix of shape {matrix.shape} does not match {a.size} ciphertexts"
             )
         exponents = self._plain_exponents(matrix, "feature values")
-        n2 = self.nsquare
-        out = []
-        for column in exponents.T:
-            positive = multi_exp(a.values, np.where(column > 0, column, 0), n2)
-            negative = multi_exp(a.values, np.where(column < 0, -column, 0), n2)
-            out.append(positive * gmpy2.invert(negative, n2) % n2 if negative != 1 else positive)
-        return self._wrap(out, a.scale_bits + PLAIN_SCALE_BITS)
+        out = column_products(a.values, exponents, self.nsquare, self._key_bits)
+        bound = _plus(a.bound_bits, _PLAIN_BITS + _log2_ceil(a.size))
+        return self._wrap(out, a.scale_bits + PLAIN_SCALE_BITS, bound)
 
     def rerandomize(self, a: CiphertextVector) -> PaillierCiphertextVector:
         a = self._own(a)
         n2 = self.nsquare
         factors = self._random_factors(a.size)
-        return self._wrap([c * r % n2 for c, r in zip(a.values, factors)], a.scale_bits)
+        values = [c * r % n2 for c, r in zip(a.values, factors)]
+        return self._wrap(values, a.scale_bits, a.bound_bits)
+
+    def _slot_layout(self, a: PaillierCiphertextVector) -> tuple[int, int] | None:
+        """``(slot_bits, slots per plaintext)`` when packing saves ciphertexts, else ``None``."""
+        if a.bound_bits is None:
+            return None
+        slot_bits = a.bound_bits + 2 + MASK_HIDING_BITS
+        per = (self._key_bits - 1) // slot_bits
+        if per < 2 or -(-a.size // per) >= a.size:
+            return None
+        return slot_bits, per
 
     def mask(self, a: CiphertextVector) -> tuple[PaillierCiphertextVector, Mask]:
         a = self._own(a)
         n, n2 = self.n, self.nsquare
-        # Uniform in Z_n: the coordinator's decryption v + r mod n is uniform whatever v is.
-        masks = [secrets.randbelow(int(n)) for _ in range(a.size)]
-        factors = self._random_factors(a.size)
-        values = [c * (1 + r * n) * f % n2 for c, r, f in zip(a.values, masks, factors)]
-        return self._wrap(values, a.scale_bits), _PaillierMask(masks, a.scale_bits)
+        layout = self._slot_layout(a)
+        if layout is None:
+            # Uniform in Z_n: the coordinator's decryption v + r mod n is uniform whatever v is.
+            masks = [secrets.randbelow(int(n)) for _ in range(a.size)]
+            factors = self._random_factors(a.size)
+            values = [c * self._embed(r, f) % n2 for c, r, f in zip(a.values, masks, factors)]
+            return self._wrap(values, a.scale_bits, None), _PaillierMask(masks, a.scale_bits)
+        slot_bits, per = layout
+        assert a.bound_bits is not None
+        offset = 1 << a.bound_bits
+        masks = [secrets.randbits(slot_bits - 1) for _ in range(a.size)]
+        groups = range(0, a.size, per)
+        factors = self._random_factors(len(groups))
+        shift = gmpy2.mpz(1) << slot_bits
+        packed = []
+        for start, factor in zip(groups, factors):
+            stop = min(start + per, a.size)
+            acc = a.values[stop - 1]
+            plain = offset + masks[stop - 1]
+            for k in range(stop - 2, start - 1, -1):  # Horner: slot 0 is the lowest
+                acc = gmpy2.powmod(acc, shift, n2) * a.values[k] % n2
+                plain = (plain << slot_bits) + offset + masks[k]
+            packed.append(acc * self._embed(plain, factor) % n2)
+        vector = PaillierCiphertextVector(
+            packed, a.scale_bits, self.fingerprint, None, slot_bits=slot_bits, size=a.size
+        )
+        return vector, _PaillierMask(masks, a.scale_bits, slot_bits, a.bound_bits)
 
     def unmask(self, masked: bytes, mask: Mask) -> np.ndarray:
         if not isinstance(mask, _PaillierMask):
             raise LocalProtocolError("mask does not come from a Paillier key")
-        width = self._key_bits // 8
         if len(masked) < _MP_HEADER.size:
             raise RemoteProtocolError("masked plaintext is truncated")
+        if mask.slot_bits:
+            return self._unmask_packed(masked, mask)
+        width = self._key_bits // 8
         tag, version, count = _MP_HEADER.unpack_from(masked)
         if tag != b"PM" or version != 1 or count != len(mask.values):
             raise RemoteProtocolError(
@@ -347,6 +520,39 @@ class PaillierPublicKey(PublicKey):
             out[i] = self._decode_signed((w - r) % n, mask.scale_bits)
         return out
 
+    def _unmask_packed(self, masked: bytes, mask: _PaillierMask) -> np.ndarray:
+        width = self._key_bits // 8
+        count, slot_bits = len(mask.values), mask.slot_bits
+        per = (self._key_bits - 1) // slot_bits
+        n_plain = -(-count // per)
+        expected = (b"PM", 2, count, slot_bits, n_plain)
+        header_ok = len(masked) >= _MP_PACKED_HEADER.size
+        if not header_ok or _MP_PACKED_HEADER.unpack_from(masked) != expected:
+            raise RemoteProtocolError(
+                f"masked plaintext does not match the mask (expected {count} packed values)"
+            )
+        if len(masked) != _MP_PACKED_HEADER.size + n_plain * width:
+            raise RemoteProtocolError("masked plaintext has the wrong length")
+        n = int(self.n)
+        offset = 1 << mask.bound_bits
+        slot_mask = (1 << slot_bits) - 1
+        scale = 1 << mask.scale_bits
+        out = np.empty(count, dtype=np.float64)
+        for g in range(n_plain):
+            start = _MP_PACKED_HEADER.size + g * width
+            w = int.from_bytes(masked[start : start + width], "big")
+            if w >= n:
+                raise RemoteProtocolError("masked plaintext value out of range")
+            for j in range(g * per, min((g + 1) * per, count)):
+                shifted = (w & slot_mask) - mask.values[j]
+                w >>= slot_bits
+                if not 0 <= shifted < 2 * offset:
+                    raise RemoteProtocolError("masked plaintext slot out of range")
+                out[j] = (shifted - offset) / scale
+            if w:  # bits above the last slot: not something decrypt_masked of our vector made
+                raise RemoteProtocolError("masked plaintext has bits outside its slots")
+        return out
+
     def _decode_signed(self, x: int, scale_bits: int) -> float:
         n = int(self.n)
         quarter = n // 4
@@ -360,14 +566,24 @@ class PaillierPublicKey(PublicKey):
 
     # -- serialisation ------------------------------------------------------------------------
     def ciphertext_to_bytes(self, a: CiphertextVector) -> bytes:
-        a = self._own(a)
+        if not isinstance(a, PaillierCiphertextVector) or a.fingerprint != self.fingerprint:
+            raise LocalProtocolError("ciphertext does not belong to this Paillier key")
         width = self._key_bits // 4
-        header = _CT_HEADER.pack(b"PC", 1, a.scale_bits, a.size, self.fingerprint)
-        return header + b"".join(int(c).to_bytes(width, "big") for c in a.values)
+        if a.packed:
+            header = _PACKED_HEADER.pack(
+                b"PP", 1, a.scale_bits, a.size, a.slot_bits, self.fingerprint
+            )
+        else:
+            header = _CT_HEADER.pack(b"PC", 1, a.scale_bits, a.size, self.fingerprint)
+        return header + b"".join([c.to_bytes(width, "big") for c in a.values])
 
     def ciphertext_from_bytes(
         self, data: bytes, *, depth: int | None = None
     ) -> PaillierCiphertextVector:
+        if len(data) < 2:
+            raise RemoteProtocolError("Paillier ciphertext vector is truncated")
+        if data[:2] == b"PP":
+            return self._packed_from_bytes(data, depth)
         if len(data) < _CT_HEADER.size:
             raise RemoteProtocolError("Paillier ciphertext vector is truncated")
         tag, version, scale_bits, count, fingerprint = _CT_HEADER.unpack_from(data)
@@ -381,6 +597,15 @@ class PaillierPublicKey(PublicKey):
                 f"ciphertext vector of {count} values should be "
                 f"{_CT_HEADER.size + count * width} bytes, got {len(data)}"
             )
+        self._check_scale(scale_bits, depth)
+        values = self._read_values(data, _CT_HEADER.size, count)
+        # a fresh-scale vector is a sum of fresh encryptions; anything else has no public bound
+        bound = None
+        if scale_bits == VALUE_SCALE_BITS:
+            bound = VALUE_SCALE_BITS + INPUT_BITS + SUM_HEADROOM_BITS
+        return self._wrap(values, scale_bits, bound)
+
+    def _check_scale(self, scale_bits: int, depth: int | None) -> None:
         if scale_bits > 4 * PLAIN_SCALE_BITS:
             raise RemoteProtocolError(f"ciphertext scale of {scale_bits} bits is not plausible")
         if depth is not None and scale_bits != VALUE_SCALE_BITS + depth * PLAIN_SCALE_BITS:
@@ -388,16 +613,49 @@ class PaillierPublicKey(PublicKey):
                 f"ciphertext has fixed-point scale {scale_bits} bits, expected "
                 f"{VALUE_SCALE_BITS + depth * PLAIN_SCALE_BITS} (depth {depth})"
             )
+
+    def _read_values(self, data: bytes, offset: int, count: int) -> list[gmpy2.mpz]:
+        width = self._key_bits // 4
         n, n2 = self.n, self.nsquare
-        values = []
-        view = memoryview(data)[_CT_HEADER.size :]
-        for i in range(count):
-            c = gmpy2.mpz(int.from_bytes(view[i * width : (i + 1) * width], "big"))
-            # A non-unit would make mul_plain/dot_columns fail in gmpy2.invert (ZeroDivisionError).
-            if not 0 < c < n2 or gmpy2.gcd(c, n) != 1:
-                raise RemoteProtocolError("ciphertext value out of range")
-            values.append(c)
-        return self._wrap(values, scale_bits)
+        view = memoryview(data)
+        values = [
+            gmpy2.mpz.from_bytes(view[offset + i * width : offset + (i + 1) * width], "big")
+            for i in range(count)
+        ]
+        if not all(0 < c < n2 for c in values):
+            raise RemoteProtocolError("ciphertext value out of range")
+        # Units only (a non-unit would make mul_plain/dot_columns fail in an inversion): one gcd
+        # of the product modulo n instead of one per value.
+        product = gmpy2.mpz(1)
+        for c in values:
+            product = product * c % n
+        if gmpy2.gcd(product, n) != 1:
+            raise RemoteProtocolError("ciphertext value out of range")
+        return values
+
+    def _packed_from_bytes(self, data: bytes, depth: int | None) -> PaillierCiphertextVector:
+        if len(data) < _PACKED_HEADER.size:
+            raise RemoteProtocolError("Paillier ciphertext vector is truncated")
+        _, version, scale_bits, count, slot_bits, fingerprint = _PACKED_HEADER.unpack_from(data)
+        if version != 1:
+            raise RemoteProtocolError("not a version-1 packed Paillier ciphertext vector")
+        if fingerprint != self.fingerprint:
+            raise RemoteProtocolError("ciphertext was made under a different public key")
+        per = (self._key_bits - 1) // slot_bits if slot_bits > MASK_HIDING_BITS + 2 else 0
+        n_plain = -(-count // per) if per >= 2 else count
+        if per < 2 or n_plain >= count:
+            raise RemoteProtocolError(f"packed vector with {slot_bits}-bit slots is not valid")
+        width = self._key_bits // 4
+        if len(data) != _PACKED_HEADER.size + n_plain * width:
+            raise RemoteProtocolError(
+                f"packed vector of {count} values should be "
+                f"{_PACKED_HEADER.size + n_plain * width} bytes, got {len(data)}"
+            )
+        self._check_scale(scale_bits, depth)
+        values = self._read_values(data, _PACKED_HEADER.size, n_plain)
+        return PaillierCiphertextVector(
+            values, scale_bits, self.fingerprint, None, slot_bits=slot_bits, size=count
+        )
 
 
 class PaillierSecretKey(SecretKey):
@@ -441,6 +699,8 @@ class PaillierSecretKey(SecretKey):
 
     def decrypt(self, a: CiphertextVector) -> np.ndarray:
         a = self._own(a)
+        if a.packed:  # masked slots are for their owner only
+            raise DecryptionError("cannot decrypt this ciphertext")
         pk = self._public_key
         return np.array(
             [pk._decode_signed(self._raw_decrypt(c), a.scale_bits) for c in a.values],
@@ -450,7 +710,10 @@ class PaillierSecretKey(SecretKey):
     def decrypt_masked(self, a: CiphertextVector) -> bytes:
         a = self._own(a)
         width = self._public_key.key_bits // 8
-        header = _MP_HEADER.pack(b"PM", 1, a.size)
+        if a.packed:
+            header = _MP_PACKED_HEADER.pack(b"PM", 2, a.size, a.slot_bits, len(a.values))
+        else:
+            header = _MP_HEADER.pack(b"PM", 1, a.size)
         return header + b"".join(self._raw_decrypt(c).to_bytes(width, "big") for c in a.values)
 
 
@@ -470,7 +733,7 @@ class PaillierBackend(Backend):
     def generate_secret_key(
         self, key_bits: int = MIN_KEY_BITS, *, vector_width: int = 1
     ) -> PaillierSecretKey:
-        """``vector_width`` is ignored: Paillier packs one value per ciphertext."""
+        """``vector_width`` is ignored: masks pack values by their public bound instead."""
         _check_key_bits(key_bits)
         half = key_bits // 2
         while True:

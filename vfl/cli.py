@@ -156,6 +156,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         test_size=args.test_size,
         seed=args.seed,
         verbose=not args.quiet,
+        n_jobs=None,
     )
     started = time.perf_counter()
     if args.command == "demo":

@@ -23,6 +23,7 @@ import pandas as pd
 
 from protocols import get_backend
 from protocols.errors import DataError, NotFittedError, ParameterError
+from protocols.paillier import parallelism as paillier_parallelism
 from protocols.transport import InMemoryTransport, TranscriptEntry
 from vfl.messages import REGISTRY
 from vfl.model import PartyModel, check_party_name
@@ -51,6 +52,7 @@ _PARAMS = (
     "id_column",
     "verbose",
     "keep_payloads",
+    "n_jobs",
 )
 
 
@@ -103,6 +105,11 @@ class VerticalLogisticRegression:
         Show a progress bar while training.
     keep_payloads:
         Keep every frame's bytes in ``transcript_`` (for audits; memory-hungry).
+    n_jobs:
+        Worker processes for Paillier arithmetic (default ``1``: none, so plain scripts work as
+        written; ``None``: every core, as ``vfl demo`` and ``vfl train`` use). Workers start with
+        the ``forkserver`` method, so scripts that pass ``n_jobs != 1`` must call ``fit`` under
+        ``if __name__ == "__main__":``.
 
     Attributes
     ----------
@@ -146,6 +153,7 @@ class VerticalLogisticRegression:
         id_column: str | None = "id",
         verbose: bool = False,
         keep_payloads: bool = False,
+        n_jobs: int | None = 1,
     ) -> None:
         self.backend = backend
         self.key_bits = key_bits
@@ -162,6 +170,7 @@ class VerticalLogisticRegression:
         self.id_column = id_column
         self.verbose = verbose
         self.keep_payloads = keep_payloads
+        self.n_jobs = n_jobs
 
     # -- scikit-learn conventions ------------------------------------------------------------
     def get_params(self, deep: bool = True) -> dict[str, Any]:
@@ -228,6 +237,10 @@ class VerticalLogisticRegression:
             and math.isfinite(self.learning_rate)
         ):
             raise ParameterError(f"learning_rate must be positive, got {self.learning_rate!r}")
+        if self.n_jobs is not None and (
+            isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, int) or self.n_jobs < 1
+        ):
+            raise ParameterError(f"n_jobs must be None or a positive int, got {self.n_jobs!r}")
         if self.categorical is not None and not isinstance(self.categorical, Mapping):
             raise ParameterError("categorical must be a dict {party: [columns]}")
 
@@ -304,13 +317,14 @@ class VerticalLogisticRegression:
         progress = _Progress(total_rounds, coordinator, enabled=self.verbose)
         started = time.perf_counter()
         try:
-            run_session(
-                roles,
-                (coordinator, coordinator.start()),
-                transport,
-                REGISTRY,
-                on_message=progress.update,
-            )
+            with paillier_parallelism(self.n_jobs):
+                run_session(
+                    roles,
+                    (coordinator, coordinator.start()),
+                    transport,
+                    REGISTRY,
+                    on_message=progress.update,
+                )
         finally:
             progress.close()
         elapsed = time.perf_counter() - started
@@ -377,7 +391,8 @@ class VerticalLogisticRegression:
         for name in passives:
             roles[name] = PassiveScorer(name, plan, matrices[name], self.models_[name].coef)
         transport = InMemoryTransport(roles)
-        run_session(roles, (coordinator, coordinator.start()), transport, REGISTRY)
+        with paillier_parallelism(self.n_jobs):
+            run_session(roles, (coordinator, coordinator.start()), transport, REGISTRY)
         assert active.scores is not None
         return active.scores
 
