@@ -24,6 +24,7 @@ from vfl.messages import (
     TrainingComplete,
 )
 from vfl.roles import ActiveParty, PassiveParty
+from vfl.runner import _send as send
 from vfl.runner import run_session
 
 _DUMMY = {int: 0, bool: False, bytes: b"", str: "", float: 0.0}
@@ -70,16 +71,7 @@ def test_every_disallowed_message_is_rejected_without_state_change(small_keys):
     roles, plan = _setup()
     transport = InMemoryTransport(roles)
     coordinator = roles["c"]
-    for item in coordinator.start():
-        transport.send(
-            "c",
-            item.receiver,
-            REGISTRY.encode(
-                item.message, session_id=coordinator.session_id, round_index=item.round_index
-            ),
-            message_type=type(item.message).__name__,
-            round_index=item.round_index,
-        )
+    send(transport, REGISTRY, coordinator, coordinator.start())
     rejected = 0
     while transport.has_pending():
         for name, role in roles.items():
@@ -115,16 +107,7 @@ def test_every_disallowed_message_is_rejected_without_state_change(small_keys):
             with pytest.raises(RemoteProtocolError):
                 role.handle("mallory", envelope)
             assert _same(before, _snapshot(role))
-            for out in role.handle(sender, envelope):
-                transport.send(
-                    name,
-                    out.receiver,
-                    REGISTRY.encode(
-                        out.message, session_id=role.session_id, round_index=out.round_index
-                    ),
-                    message_type=type(out.message).__name__,
-                    round_index=out.round_index,
-                )
+            send(transport, REGISTRY, role, role.handle(sender, envelope))
     assert all(role.done for role in roles.values())
     assert rejected > 100
     # after all those rejections training still equals a clean run
@@ -215,16 +198,7 @@ def _deliver_until(roles, transport, stop):
             envelope = REGISTRY.decode(frame)
             if stop(name, envelope):
                 return name, sender, envelope
-            for out in role.handle(sender, envelope):
-                transport.send(
-                    name,
-                    out.receiver,
-                    REGISTRY.encode(
-                        out.message, session_id=role.session_id, round_index=out.round_index
-                    ),
-                    message_type=type(out.message).__name__,
-                    round_index=out.round_index,
-                )
+            send(transport, REGISTRY, role, role.handle(sender, envelope))
     raise AssertionError("stop condition never met")
 
 
@@ -232,16 +206,7 @@ def _started(passives=("retailer", "telco")):
     roles, plan = _setup(passives)
     transport = InMemoryTransport(roles)
     coordinator = roles["c"]
-    for item in coordinator.start():
-        transport.send(
-            "c",
-            item.receiver,
-            REGISTRY.encode(
-                item.message, session_id=coordinator.session_id, round_index=item.round_index
-            ),
-            message_type=type(item.message).__name__,
-            round_index=item.round_index,
-        )
+    send(transport, REGISTRY, coordinator, coordinator.start())
     return roles, plan, transport
 
 
