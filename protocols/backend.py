@@ -82,7 +82,22 @@ class PublicKey(abc.ABC):
 
     @abc.abstractmethod
     def dot_columns(self, matrix: np.ndarray, a: CiphertextVector) -> CiphertextVector:
-        """``matrix.T @ a`` for a plaintext ``(m, p)`` matrix and an encrypted length-m vector."""
+        """``matrix.T @ a`` for a plaintext ``(m, p)`` matrix and an encrypted length-m vector.
+
+        The result may be unreduced (see :meth:`prepare_decryption`): it can be added to, masked,
+        re-randomised and sent, but only :meth:`mask` or :meth:`prepare_decryption` output may be
+        decrypted.
+        """
+
+    def prepare_decryption(self, a: CiphertextVector) -> CiphertextVector:
+        """``a`` made ready for the coordinator to decrypt as an aggregate (the loss).
+
+        The result decrypts to ``a``'s values and to nothing else. Packed backends may keep the
+        partial sums of :meth:`dot_columns` unreduced until here (CKKS folds them with
+        rotations only once, however many products were added); a decryption of the unreduced
+        form would show those partial sums. :meth:`mask` prepares on its own. Default: ``a``.
+        """
+        return a
 
     @abc.abstractmethod
     def rerandomize(self, a: CiphertextVector) -> CiphertextVector:

@@ -10,13 +10,17 @@ N = 8192 allows a 218-bit modulus, N = 16384 allows 438 bits):
   coefficient moduli of 60, 40, 40 and 60 bits (200 bits; the last is the special prime);
 * scale ``2^40``; two rescaling levels, of which the protocol uses one (one plaintext product).
 
-Layouts. A vector of ``m`` values is *replicated*: value ``i`` fills the block of ``width``
-slots ``[i*width, (i+1)*width)`` (sample-major), ``4096 / width`` values per ciphertext. The
-gradient ``X^T [[d]]`` is then one plaintext multiply per ciphertext by the party's feature rows
-(also laid out sample-major), a sum of the batch's ciphertexts, one rescale and ``log2(4096 /
-width)`` rotations: every block ends up holding the ``width`` column totals (*compact* layout,
-value ``j`` in slot ``j`` of every block). Only those rotation steps get Galois keys, so the
-public key is about 11 MB instead of 35 MB.
+Layouts. A vector of ``m`` values is *replicated* (``r``): value ``i`` fills the block of
+``width`` slots ``[i*width, (i+1)*width)`` (sample-major), ``4096 / width`` values per
+ciphertext. The gradient ``X^T [[d]]`` is then one plaintext multiply per ciphertext by the
+party's feature rows (also laid out sample-major), a sum of the batch's ciphertexts and one
+rescale: an *unreduced* (``u``) vector, value ``j`` being the sum of slot ``j`` over all blocks.
+Unreduced vectors add up slot by slot, so a sum of many products (the epoch's loss) costs one
+reduction. Reducing is one block rotate-sum, ``log2(4096 / width)`` rotations, after which every
+block holds the ``width`` column totals (*compact* layout ``c``, value ``j`` in slot ``j`` of every
+block); it happens in :meth:`CKKSPublicKey.mask` and :meth:`CKKSPublicKey.prepare_decryption`,
+and the secret key refuses unreduced vectors (their slots are partial sums). Only the rotation
+steps get Galois keys, so the public key is about 11 MB instead of 35 MB.
 
 Safety the backend enforces:
 
@@ -36,12 +40,16 @@ Safety the backend enforces:
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import math
 import os
 import secrets
+import shutil
 import struct
 import tempfile
+import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -49,6 +57,7 @@ import numpy as np
 import tenseal.sealapi as seal
 from numpy.typing import ArrayLike
 
+from protocols._ckks_pool import ZeroStore
 from protocols.backend import Backend, CiphertextVector, Mask, PublicKey, SecretKey
 from protocols.errors import (
     DecryptionError,
@@ -75,27 +84,41 @@ _CT_HEADER = struct.Struct(">2sBcHIBHd8s")  # tag, version, layout, width, size,
 _MP_HEADER = struct.Struct(">2sBI")
 
 
+_scratch_lock = threading.Lock()
+_scratch: tuple[int, str] | None = None  # (pid, private directory) of this process
+
+
+def _scratch_path() -> str:
+    """This thread's scratch file in a private (0700) directory of this process.
+
+    SEAL's bindings save and load through file paths only; reusing one file per thread saves a
+    ``mkstemp`` and an ``unlink`` per ciphertext. The files hold public material only.
+    """
+    global _scratch
+    with _scratch_lock:
+        if _scratch is None or _scratch[0] != os.getpid():  # a child made by fork gets its own
+            directory = tempfile.mkdtemp(prefix="vfl-ckks-", dir=_TMP_DIR)
+            atexit.register(shutil.rmtree, directory, True)
+            _scratch = (os.getpid(), directory)
+        directory = _scratch[1]
+    return os.path.join(directory, str(threading.get_ident()))
+
+
 def _save(obj: Any) -> bytes:
-    fd, path = tempfile.mkstemp(dir=_TMP_DIR)  # 0600; holds public material only
-    os.close(fd)
-    try:
-        obj.save(path)
-        with open(path, "rb") as handle:
-            return handle.read()
-    finally:
-        os.unlink(path)
+    path = _scratch_path()
+    obj.save(path)
+    with open(path, "rb") as handle:
+        return handle.read()
 
 
 def _load(obj: Any, context: Any, data: bytes, what: str) -> None:
-    fd, path = tempfile.mkstemp(dir=_TMP_DIR)
+    path = _scratch_path()
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with open(path, "wb") as handle:
             handle.write(data)
         obj.load(context, path) if context is not None else obj.load(path)
     except (RuntimeError, ValueError, TypeError) as exc:
         raise RemoteProtocolError(f"malformed CKKS {what} ({type(exc).__name__})") from None
-    finally:
-        os.unlink(path)
 
 
 def _blobs(*parts: bytes) -> bytes:
@@ -139,6 +162,45 @@ def _params(degree: int) -> Any:
     return parms
 
 
+class _EncryptOnlyKey:
+    """Parameters and public key only: what a worker needs to make encryptions of zero."""
+
+    def __init__(self, params_bytes: bytes, public_bytes: bytes) -> None:
+        parms = seal.EncryptionParameters(seal.SCHEME_TYPE.CKKS)
+        _load(parms, None, params_bytes, "parameters")
+        self.context = seal.SEALContext(parms, True, seal.SEC_LEVEL_TYPE.TC128)
+        public = seal.PublicKey()
+        _load(public, self.context, public_bytes, "public key")
+        self.encryptor = seal.Encryptor(self.context, public)
+        self.parms_ids = []
+        data = self.context.first_context_data()
+        for _ in range(_MAX_DEPTH + 1):
+            self.parms_ids.append(data.parms_id())
+            data = data.next_context_data()
+
+    def zero(self, depth: int) -> Any:
+        ct = seal.Ciphertext()
+        self.encryptor.encrypt_zero(self.parms_ids[depth], ct)
+        return ct
+
+    def zero_bytes(self, depth: int) -> bytes:
+        return _save(self.zero(depth))
+
+
+_STORES: weakref.WeakValueDictionary[bytes, ZeroStore] = weakref.WeakValueDictionary()
+_STORES_LOCK = threading.Lock()
+
+
+def _store_for(fingerprint: bytes, key_blob: tuple[bytes, bytes]) -> ZeroStore:
+    """One store of zeros per public key and process (each role decodes its own key copy)."""
+    with _STORES_LOCK:
+        store = _STORES.get(fingerprint)
+        if store is None:
+            store = ZeroStore(key_blob, _MAX_DEPTH + 1)
+            _STORES[fingerprint] = store
+        return store
+
+
 class CKKSCiphertextVector(CiphertextVector):
     """SEAL ciphertexts holding one real vector in the replicated or compact layout."""
 
@@ -156,7 +218,7 @@ class CKKSCiphertextVector(CiphertextVector):
     ) -> None:
         self.cts = cts
         self._size = size
-        self.layout = layout  # "r" replicated, "c" compact
+        self.layout = layout  # "r" replicated, "c" compact, "u" unreduced
         self.width = width
         self.depth = depth
         self.bound = bound
@@ -217,6 +279,7 @@ class CKKSPublicKey(PublicKey):
         for _ in range(_MAX_DEPTH + 1):
             self._parms_ids.append(data.parms_id())
             data = data.next_context_data()
+        self._zeros = _store_for(self.fingerprint, (params_bytes, public_bytes))
         self._capacity_bits = [sum(COEFF_BITS[: len(COEFF_BITS) - 1 - d]) for d in range(3)]
         self._scales = self._measure_scales()
 
@@ -265,13 +328,35 @@ class CKKSPublicKey(PublicKey):
         self._encoder.encode(slots.tolist(), parms_id, scale, plain)
         return plain
 
-    def _encrypt_slots(self, slots: np.ndarray, depth: int) -> Any:
-        plain = self._encode(slots, self._parms_ids[0], self._scale(depth))
+    def _zero(self, depth: int) -> Any:
+        """A fresh encryption of zero at ``depth``: from the store, else made here."""
+        blob = self._zeros.take(depth)
         ct = seal.Ciphertext()
-        self._encryptor.encrypt(plain, ct)
-        if depth:
-            self._evaluator.mod_switch_to_inplace(ct, self._parms_ids[depth])
+        if blob is None:
+            self._encryptor.encrypt_zero(self._parms_ids[depth], ct)
+        else:
+            _load(ct, self._context, blob, "stored encryption of zero")
         return ct
+
+    def _encrypt_slots(self, slots: np.ndarray, depth: int) -> Any:
+        # SEAL's own encrypt is the same two steps: an encryption of zero plus the plaintext
+        ct = self._zero(depth)
+        ct.scale = self._scale(depth)
+        plain = self._encode(slots, self._parms_ids[depth], ct.scale)
+        self._evaluator.add_plain_inplace(ct, plain)
+        return ct
+
+    def precompute_zeros(self, count: int, depth: int = 0) -> None:
+        """Ask the worker pool to keep about ``2 * count`` encryptions of zero ready.
+
+        Encryptions ask for themselves; this is for callers that know what comes next.
+        """
+        self._zeros.want(depth, count)
+
+    @property
+    def zeros_available(self) -> int:
+        """Encryptions of zero ready in the store (all depths)."""
+        return sum(self._zeros.available(d) for d in range(_MAX_DEPTH + 1))
 
     def _scale(self, depth: int) -> float:
         return self._scales[depth] if hasattr(self, "_scales") else 2.0**SCALE_BITS
@@ -301,6 +386,10 @@ class CKKSPublicKey(PublicKey):
 
     def _layout_slots(self, values: np.ndarray, layout: str, n_cts: int) -> list[np.ndarray]:
         """Slot arrays, one per ciphertext, for ``values`` in ``layout``."""
+        if layout == "u":  # value j is the sum of slot j over the blocks: put it in block 0
+            slots = np.zeros(self.slots)
+            slots[: values.size] = values
+            return [slots]
         if layout == "c":
             slots = np.zeros(self.slots)
             tiled = np.zeros(self.width)
@@ -316,7 +405,7 @@ class CKKSPublicKey(PublicKey):
         return out
 
     def _n_cts(self, size: int, layout: str) -> int:
-        return 1 if layout == "c" else max(1, -(-size // self._per))
+        return max(1, -(-size // self._per)) if layout == "r" else 1
 
     def _check_bound(self, bound: float, depth: int, what: str) -> None:
         capacity = 2.0 ** (self._capacity_bits[depth] - math.log2(self._scale(depth)) - 2)
@@ -352,6 +441,7 @@ class CKKSPublicKey(PublicKey):
                 f"values to encrypt must stay below {MAX_INPUT_ABS:.0f} in magnitude for CKKS"
             )
         n_cts = self._n_cts(array.size, "r")
+        self._zeros.want(0, n_cts)
         cts = [self._encrypt_slots(s, 0) for s in self._layout_slots(array, "r", n_cts)]
         return self._wrap(cts, array.size, "r", 0, bound)
 
@@ -369,9 +459,26 @@ class CKKSPublicKey(PublicKey):
             cts = [self._times_ones(ct) for ct in cts]
         return self._wrap(cts, a.size, a.layout, depth, a.bound)
 
+    def _unreduced(self, a: CKKSCiphertextVector) -> CKKSCiphertextVector:
+        """A size-1 vector as an unreduced one: its value kept in slot 0 only (one product).
+
+        Multiplying by the unit vector (not by ones) matters: a replicated scalar fills a whole
+        block, and a reduction would then show it on its own in slots 1.. of the result.
+        """
+        if a.layout == "u":
+            return a
+        depth = self._product_depth(a)
+        unit = np.zeros(self.slots)
+        unit[0] = 1.0
+        ct = self._multiply_plain(a.cts[0], unit)
+        self._evaluator.rescale_to_next_inplace(ct)
+        return self._wrap([ct], 1, "u", depth, a.bound)
+
     def add(self, a: CiphertextVector, b: CiphertextVector) -> CKKSCiphertextVector:
         a, b = self._own(a), self._own(b)
         self._compatible(a, b)
+        if a.layout != b.layout:  # both of size 1 here: keep the value in one slot only
+            a, b = self._unreduced(a), self._unreduced(b)
         depth = max(a.depth, b.depth)
         a, b = self._lift(a, depth), self._lift(b, depth)
         bound = a.bound + b.bound
@@ -406,6 +513,8 @@ class CKKSPublicKey(PublicKey):
 
     def mul_plain(self, a: CiphertextVector, values: ArrayLike) -> CKKSCiphertextVector:
         a = self._own(a)
+        if a.layout == "u":
+            raise LocalProtocolError("reduce an unreduced CKKS vector before multiplying it")
         array = self._finite(values, "plaintext multipliers")
         if array.size != a.size:
             raise LocalProtocolError(f"cannot multiply {a.size} values by {array.size}")
@@ -444,13 +553,12 @@ class CKKSPublicKey(PublicKey):
         return total
 
     def sum(self, a: CiphertextVector) -> CKKSCiphertextVector:
+        """Unreduced, like :meth:`dot_columns` (one plaintext product: it keeps one copy of
+        each value, where the replicated layout holds ``width``)."""
         a = self._own(a)
         if a.layout != "r":
             raise LocalProtocolError("only replicated CKKS vectors can be summed")
-        bound = a.bound * a.size
-        self._check_bound(bound, a.depth, "a sum")
-        total = self._rotate_sum(self._summed(a.cts))
-        return self._wrap([total], 1, "c", a.depth, bound)
+        return self.dot_columns(np.ones((a.size, 1)), a)
 
     def dot_columns(self, matrix: np.ndarray, a: CiphertextVector) -> CKKSCiphertextVector:
         a = self._own(a)
@@ -477,9 +585,18 @@ class CKKSPublicKey(PublicKey):
             products.append(self._multiply_plain(ct, slots))
         total = self._summed(products)
         self._evaluator.rescale_to_next_inplace(total)
-        return self._wrap([self._rotate_sum(total)], matrix.shape[1], "c", depth, bound)
+        return self._wrap([total], matrix.shape[1], "u", depth, bound)
+
+    def _reduce(self, a: CKKSCiphertextVector) -> CKKSCiphertextVector:
+        if a.layout != "u":
+            return a
+        return self._wrap([self._rotate_sum(a.cts[0])], a.size, "c", a.depth, a.bound)
+
+    def prepare_decryption(self, a: CiphertextVector) -> CKKSCiphertextVector:
+        return self._reduce(self._own(a))
 
     def _fresh_like(self, a: CKKSCiphertextVector, slot_arrays: list[np.ndarray]) -> list[Any]:
+        self._zeros.want(a.depth, len(a.cts))
         out = []
         for ct, slots in zip(a.cts, slot_arrays):
             noise = self._encrypt_slots(slots, a.depth)
@@ -494,13 +611,17 @@ class CKKSPublicKey(PublicKey):
         return self._wrap(self._fresh_like(a, zeros), a.size, a.layout, a.depth, a.bound)
 
     def mask(self, a: CiphertextVector) -> tuple[CKKSCiphertextVector, Mask]:
-        a = self._own(a)
+        a = self._reduce(self._own(a))
         bound = a.bound + 2.0**MASK_BITS
         self._check_bound(bound, a.depth, "a masked value")
-        # every slot is masked: the coordinator decrypts whole ciphertexts
-        slot_masks = [_secure_uniform(self.slots, 2.0**MASK_BITS) for _ in a.cts]
+        # The coordinator decrypts whole ciphertexts, and the layouts hold copies of each value
+        # (compact: in every block; replicated: across its block). Every copy gets the *same*
+        # mask: independent masks on copies would let the coordinator average them away.
+        count = self.width if a.layout == "c" else a.size  # compact: the block's padding too
+        values = _secure_uniform(count, 2.0**MASK_BITS)
+        slot_masks = self._layout_slots(values, a.layout, len(a.cts))
         masked = self._wrap(self._fresh_like(a, slot_masks), a.size, a.layout, a.depth, bound)
-        return masked, _CKKSMask(_value_slots(slot_masks, a.size, a.layout, a.width), a.size)
+        return masked, _CKKSMask(values[: a.size].copy(), a.size)
 
     def unmask(self, masked: bytes, mask: Mask) -> np.ndarray:
         if not isinstance(mask, _CKKSMask):
@@ -543,7 +664,7 @@ class CKKSPublicKey(PublicKey):
         tag, version, layout, width, size, got_depth, n_cts, bound, fingerprint = (
             _CT_HEADER.unpack_from(data)
         )
-        if tag != b"CC" or version != 1 or layout not in (b"r", b"c"):
+        if tag != b"CC" or version != 1 or layout not in (b"r", b"c", b"u"):
             raise RemoteProtocolError("not a version-1 CKKS ciphertext vector")
         if fingerprint != self.fingerprint or width != self.width:
             raise RemoteProtocolError("ciphertext was made under a different CKKS key")
@@ -551,7 +672,7 @@ class CKKSPublicKey(PublicKey):
             raise RemoteProtocolError(f"ciphertext has depth {got_depth}, expected {depth}")
         if got_depth > _MAX_DEPTH or n_cts != self._n_cts(size, layout.decode()):
             raise RemoteProtocolError("CKKS ciphertext vector has an inconsistent shape")
-        if layout == b"c" and size > self.width:
+        if layout != b"r" and size > self.width:
             raise RemoteProtocolError("compact CKKS vector larger than its block")
         if not (math.isfinite(bound) and 0 <= bound <= MAX_ABS):
             raise RemoteProtocolError("CKKS ciphertext declares an implausible magnitude")
@@ -590,6 +711,8 @@ class CKKSSecretKey(SecretKey):
         pk = self._public_key
         if not isinstance(a, CKKSCiphertextVector) or a.fingerprint != pk.fingerprint:
             raise DecryptionError("cannot decrypt this ciphertext")
+        if a.layout == "u":  # its slots are partial sums: the sender must reduce it first
+            raise DecryptionError("unreduced CKKS vector: the sender must call prepare_decryption")
         arrays = []
         for ct in a.cts:
             plain = seal.Plaintext()

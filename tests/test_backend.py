@@ -161,7 +161,7 @@ def test_mul_plain_by_zero_negative_and_one(sk: SecretKey, pk: PublicKey) -> Non
 def test_sum(sk: SecretKey, pk: PublicKey, x: list[float]) -> None:
     total = pk.sum(pk.encrypt(x))
     assert total.size == 1
-    close(sk.decrypt(total), [np.sum(x)], pk)
+    close(sk.decrypt(pk.prepare_decryption(total)), [np.sum(x)], pk)
 
 
 @st.composite
@@ -181,7 +181,31 @@ def test_dot_columns_matches_numpy(
     matrix, v = data
     got = pk.dot_columns(matrix, pk.encrypt(v))
     assert got.size == matrix.shape[1]
-    close(sk.decrypt(got), matrix.T @ np.asarray(v), pk)
+    close(sk.decrypt(pk.prepare_decryption(got)), matrix.T @ np.asarray(v), pk)
+
+
+@PROPERTY
+@given(data=st.lists(matrix_and_vector(), min_size=1, max_size=3), scalars=vectors(1, 3))
+def test_sum_of_products_and_scalars_matches_numpy(
+    sk: SecretKey, pk: PublicKey, data: list[tuple[np.ndarray, list[float]]], scalars: list[float]
+) -> None:
+    # The loss's shape: products of batches of different sizes summed, fresh scalars added,
+    # prepared once, sent, decrypted.
+    width = min(matrix.shape[1] for matrix, _ in data)
+    total = None
+    expected = np.zeros(1)
+    for matrix, v in data:
+        column = matrix[:, :1]
+        product = pk.dot_columns(column, pk.encrypt(v))
+        total = product if total is None else pk.add(total, product)
+        expected += column.T @ np.asarray(v)
+    assert total is not None and width >= 1
+    for value in scalars:
+        total = pk.add(total, pk.encrypt([value]))
+        expected += value
+    prepared = pk.prepare_decryption(total)
+    received = pk.ciphertext_from_bytes(pk.ciphertext_to_bytes(prepared), depth=1)
+    close(sk.decrypt(received), expected, pk)
 
 
 @PROPERTY

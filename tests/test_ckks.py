@@ -11,6 +11,7 @@ import tenseal.sealapi as seal
 
 from protocols.backend import SecretKey
 from protocols.ckks import CKKSBackend, CKKSPublicKey
+from protocols.errors import DecryptionError
 from protocols.transport import InMemoryTransport
 from tests.reference import build_session, make_blocks, taylor_train
 from vfl import VerticalLogisticRegression
@@ -104,6 +105,91 @@ def test_precision_budget_is_enforced():
     big = pk.encrypt(np.full(512, 1e6))
     with pytest.raises(ValueError, match="precision budget"):
         pk.dot_columns(np.full((512, 4), 1e4), big)
+
+
+def _loss_like(pk, rng):
+    """An epoch loss as the active party builds it: two batches' products plus two scalars."""
+    scores = [rng.normal(size=300), rng.normal(size=280)]
+    coefficients = [rng.normal(size=300), rng.normal(size=280)]
+    total = None
+    for u, c in zip(scores, coefficients):
+        product = pk.dot_columns(c[:, None], pk.encrypt(u))
+        total = product if total is None else pk.add(total, product)
+    squares, own = 7.25, -3.5
+    total = pk.add(pk.add(total, pk.encrypt([squares])), pk.encrypt([own]))
+    value = sum(float(c @ u) for u, c in zip(scores, coefficients)) + squares + own
+    return total, value, squares + own
+
+
+def _every_slot(sk, vector):
+    """What a coordinator holding ``sk`` can read from a ciphertext: every slot."""
+    out = []
+    for ct in vector.cts:
+        plain = seal.Plaintext()
+        sk._decryptor.decrypt(ct, plain)
+        out.append(np.asarray(sk.public_key._encoder.decode_double(plain)))
+    return np.concatenate(out)
+
+
+def test_products_stay_unreduced_until_prepared():
+    sk = CKKSBackend().generate_secret_key(0, vector_width=4)
+    pk = sk.public_key
+    total, value, _ = _loss_like(pk, np.random.default_rng(3))
+    with pytest.raises(DecryptionError, match="unreduced"):
+        sk.decrypt(total)
+    sent = pk.ciphertext_from_bytes(pk.ciphertext_to_bytes(total), depth=1)
+    with pytest.raises(DecryptionError, match="unreduced"):
+        sk.decrypt(sent)  # the layout travels with the ciphertext
+    np.testing.assert_allclose(sk.decrypt(pk.prepare_decryption(sent)), [value], atol=1e-3)
+
+
+def test_a_prepared_loss_shows_nothing_but_its_value(monkeypatch):
+    # Every slot of the loss the coordinator decrypts holds the loss or (about) zero: neither
+    # the batches' partial sums nor the passive parties' squared sums appear on their own.
+    sk = CKKSBackend().generate_secret_key(0, vector_width=4)
+    pk = sk.public_key
+    rng = np.random.default_rng(5)
+    total, value, scalars = _loss_like(pk, rng)
+    slots = _every_slot(sk, pk.prepare_decryption(total))
+    near_value = np.abs(slots - value) < 1e-3
+    near_zero = np.abs(slots) < 1e-3
+    assert near_value.sum() == pk.slots // pk.width and np.all(near_value | near_zero)
+
+    # control: adding a replicated scalar as it is (lifted by ones, not the unit vector) puts
+    # the scalars alone in slots 1.. of every block, and the check sees it
+    def lift_by_ones(self, a):
+        if a.layout == "u":
+            return a
+        ct = self._times_ones(a.cts[0])
+        return self._wrap([ct], 1, "u", a.depth + 1, a.bound)
+
+    monkeypatch.setattr(CKKSPublicKey, "_unreduced", lift_by_ones)
+    leaky, _, _ = _loss_like(pk, np.random.default_rng(5))
+    slots = _every_slot(sk, pk.prepare_decryption(leaky))
+    assert np.any(np.abs(slots - scalars) < 1e-3)
+
+
+def test_every_copy_of_a_value_gets_the_same_mask():
+    # The replicated layout repeats value i across its block, the compact one repeats each
+    # value in every block: one mask per value, or the coordinator could average the copies.
+    sk = CKKSBackend().generate_secret_key(0, vector_width=4)
+    pk = sk.public_key
+    x = np.arange(10.0)
+    for vector in (
+        pk.encrypt(x),
+        pk.prepare_decryption(pk.dot_columns(np.ones((10, 3)), pk.encrypt(x))),
+    ):
+        masked, mask = pk.mask(vector)
+        slots = _every_slot(sk, masked).reshape(-1, pk.width)
+        if vector.layout == "r":
+            used = slots[: x.size]
+            assert np.allclose(used, used[:, :1], rtol=0, atol=1e-2)  # across each block
+        else:
+            assert np.allclose(slots, slots[0], rtol=0, atol=1e-2)  # across the blocks
+        assert np.min(np.abs(slots[: x.size if vector.layout == "r" else 1])) > 1e3
+        np.testing.assert_allclose(
+            pk.unmask(sk.decrypt_masked(masked), mask), sk.decrypt(vector), atol=2e-3
+        )
 
 
 def test_estimator_with_ckks_end_to_end():

@@ -18,6 +18,8 @@ from tests.conftest import TEST_KEY_BITS
 from tests.reference import build_session, make_blocks
 from vfl.messages import (
     REGISTRY,
+    EncryptedLoss,
+    EncryptedPartialScores,
     MaskedGradient,
     PublicKeyAnnouncement,
     RoundStart,
@@ -242,7 +244,12 @@ def test_bad_ciphertexts_in_well_typed_messages(small_keys, receiver, message_ty
     name, sender, envelope = _deliver_until(
         roles,
         transport,
-        lambda r, e: r == receiver and type(e.message).__name__ == message_type,
+        # squared sums, cross terms and the loss come only with the epoch's last batch
+        lambda r, e: (
+            r == receiver
+            and type(e.message).__name__ == message_type
+            and bool(getattr(e.message, field))
+        ),
     )
     role = roles[name]
     key = role.public_key
@@ -273,3 +280,28 @@ def test_gradient_of_the_wrong_size_is_refused(small_keys):
     forged = MaskedGradient(values=residual_sized)
     with pytest.raises(RemoteProtocolError, match="ciphertexts"):
         roles["c"].handle("retailer", Envelope(envelope.session_id, envelope.round_index, forged))
+
+
+def test_epoch_aggregates_are_refused_before_the_epoch_ends(small_keys):
+    # A squared sum or a loss in a batch that does not close the epoch is a protocol error.
+    roles, plan, transport = _started(("retailer",))
+    assert plan.batches_per_epoch > 1
+    name, sender, envelope = _deliver_until(
+        roles, transport, lambda r, e: r == "bank" and isinstance(e.message, EncryptedPartialScores)
+    )
+    assert envelope.message.squared_sum == b""  # batch 0 of several
+    bank = roles["bank"]
+    key = bank.public_key
+    early = dataclasses.replace(
+        envelope.message, squared_sum=key.ciphertext_to_bytes(key.encrypt([1.0]))
+    )
+    before = _snapshot(bank)
+    with pytest.raises(RemoteProtocolError, match="squared_sum"):
+        bank.handle(sender, Envelope(envelope.session_id, envelope.round_index, early))
+    assert _same(before, _snapshot(bank))
+    coordinator = roles["c"]
+    loss = EncryptedLoss(value=key.ciphertext_to_bytes(key.mul_plain(key.encrypt([1.0]), [1.0])))
+    before = _snapshot(coordinator)
+    with pytest.raises(RemoteProtocolError, match="EncryptedLoss"):
+        coordinator.handle("bank", Envelope(envelope.session_id, envelope.round_index, loss))
+    assert _same(before, _snapshot(coordinator))

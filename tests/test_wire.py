@@ -264,7 +264,9 @@ def test_wrong_session_id_on_encode(session_id: object) -> None:
 def test_bad_round_index_on_encode(round_index: object) -> None:
     with pytest.raises(LocalProtocolError):
         REGISTRY.encode(
-            sample(), session_id=SESSION, round_index=round_index  # type: ignore[arg-type]
+            sample(),
+            session_id=SESSION,
+            round_index=round_index,  # type: ignore[arg-type]
         )
 
 

@@ -347,7 +347,6 @@ class VerticalLogisticRegression:
         self.n_iter_ = coordinator.n_iter
         self.converged_ = coordinator.converged
         self.history_ = list(coordinator.history)
-        self.batch_history_ = list(coordinator.batch_losses)
         self.transcript_: list[TranscriptEntry] = list(transport.transcript)
         self.seconds_per_epoch_ = elapsed / max(1, coordinator.n_iter)
         self.n_features_in_ = sum(m.shape[1] for m in matrices.values())

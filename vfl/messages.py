@@ -53,9 +53,10 @@ class RoundStart(Message):
 @REGISTRY.register
 @dataclass(frozen=True)
 class EncryptedPartialScores(Message):
-    """Passive party -> active party: ``[[X_p w_p]]`` per sample, and ``[[sum (X_p w_p)^2]]``.
+    """Passive party -> active party: ``[[X_p w_p]]`` per sample, and, in the epoch's last
+    batch, ``[[sum (X_p w_p)^2]]`` over the epoch's samples.
 
-    ``squared_sum`` is empty when scoring (no loss is computed then).
+    ``squared_sum`` is empty in every other batch and when scoring (no loss is computed then).
     """
 
     TYPE_ID = 203
@@ -78,7 +79,8 @@ class EncryptedResidual(Message):
 @REGISTRY.register
 @dataclass(frozen=True)
 class EncryptedCrossTerm(Message):
-    """Passive party -> active party: ``[[sum_s u_own,s * u_later,s]]`` (one ciphertext)."""
+    """Passive party -> active party, in the epoch's last batch: ``[[sum_s u_own,s *
+    u_later,s]]`` over the epoch's samples (one ciphertext, re-randomised)."""
 
     TYPE_ID = 205
     value: bytes
@@ -96,7 +98,8 @@ class MaskedGradient(Message):
 @REGISTRY.register
 @dataclass(frozen=True)
 class EncryptedLoss(Message):
-    """Active party -> coordinator: ``[[8 * sum of the batch's Taylor losses]]``."""
+    """Active party -> coordinator, in the epoch's last batch: ``[[8 * sum of the epoch's
+    Taylor losses]]`` (each sample's loss at the weights of its batch)."""
 
     TYPE_ID = 207
     value: bytes

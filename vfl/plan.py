@@ -133,6 +133,10 @@ class TrainingPlan:
     def batches_per_epoch(self) -> int:
         return max(1, self.n_samples // self.batch_size)
 
+    def closes_epoch(self, batch: int) -> bool:
+        """True for the epoch's last mini-batch, the one that carries the epoch's loss."""
+        return batch == self.batches_per_epoch - 1
+
     def batch_indices(self, epoch: int, batch: int) -> np.ndarray:
         """Sorted row indices of one mini-batch (the same at every party)."""
         return minibatches(self.seed, self.n_samples, self.batch_size, epoch)[batch]

@@ -7,18 +7,23 @@ unchanged; every check runs before any state is touched.
 
 One mini-batch (PROTOCOL.md, Taylor-1 with labels in {0, 1}, everything scaled by 4):
 
-1. every passive party ``j`` sends ``[[u_j]]``, ``u_j = X_j w_j``, plus ``[[sum u_j^2]]``;
+1. every passive party ``j`` sends ``[[u_j]]``, ``u_j = X_j w_j`` (and, in the epoch's last
+   batch, ``[[sum u_j^2]]`` over the epoch);
 2. the active party forms ``[[4d]] = sum_j [[u_j]] + Enc(u_B + 2 - 4y)`` (a *fresh* encryption,
    so no passive party can subtract its own ciphertext and read the label term) and sends it;
 3. every party sends ``[[X^T 4d + r]]`` with a fresh mask ``r`` to the coordinator, which
    returns the decryption to that party only; the party unmasks, divides by ``4m``, adds
    ``l2 * w`` and steps its own optimizer;
-4. the active party sends ``[[8 * sum of Taylor losses]]``; the coordinator decrypts only this
-   batch aggregate and uses the epoch mean for ``tol``.
+4. in the epoch's last batch the active party sends ``[[8 * sum of the epoch's Taylor
+   losses]]``; the coordinator decrypts only this epoch aggregate and uses it for ``tol``.
 
 With several passive parties the loss needs the cross terms ``sum_s u_i,s u_j,s``: the active
 party sends passive ``i`` the (re-randomised) sum of the later passive parties' encrypted scores,
-and ``i`` returns one ciphertext ``[[sum_s u_i,s * U_later,s]]``.
+and ``i`` returns, in the epoch's last batch, one ciphertext ``[[sum_s u_i,s * U_later,s]]`` over
+the epoch.
+
+The loss is an epoch aggregate, not one per batch: the coordinator learns less, and packed
+backends reduce (rotate) the encrypted sum once per epoch instead of once per batch.
 """
 
 from __future__ import annotations
@@ -241,8 +246,8 @@ class _Party(_Role):
             return True
         return False
 
-    def _start_round(self, sender: str, envelope: Envelope) -> np.ndarray:
-        """Check a RoundStart and return the batch's rows (nothing is changed here)."""
+    def _start_round(self, sender: str, envelope: Envelope) -> tuple[np.ndarray, bool]:
+        """Check a RoundStart; the batch's rows and whether it closes the epoch (no changes)."""
         self._expect(
             sender, envelope, (RoundStart,), (self.plan.coordinator,), self.round_index + 1
         )
@@ -254,7 +259,8 @@ class _Party(_Role):
         )
         if not valid or _round_of(self.plan, message.epoch, message.batch) != envelope.round_index:
             raise self._reject(sender, envelope, "epoch/batch do not match the round")
-        return self.plan.batch_indices(message.epoch, message.batch)
+        rows = self.plan.batch_indices(message.epoch, message.batch)
+        return rows, self.plan.closes_epoch(message.batch)
 
 
 class PassiveParty(_Party):
@@ -273,19 +279,24 @@ class PassiveParty(_Party):
         position = plan.passives.index(name)
         self._sends_cross_term = position < len(plan.passives) - 1
         self._own_scores = np.empty(0)
+        self._closing = False
+        self._square_sum = 0.0  # sum of u^2 over the epoch so far (plaintext, our own scores)
+        self._cross_sum: CiphertextVector | None = None  # [[sum u * U_later]] over the epoch
 
     def handle(self, sender: str, envelope: Envelope) -> list[Outgoing]:
         if self._handle_common(sender, envelope):
             return []
         if self.state is _State.IDLE:
-            rows = self._start_round(sender, envelope)
+            rows, closing = self._start_round(sender, envelope)
             key = self._key()
             scores = self._scores(rows)
+            square_sum = self._square_sum + float(scores @ scores)
+            squared = key.ciphertext_to_bytes(key.encrypt([square_sum])) if closing else b""
             scores_message = EncryptedPartialScores(
-                scores=key.ciphertext_to_bytes(key.encrypt(scores)),
-                squared_sum=key.ciphertext_to_bytes(key.encrypt([float(scores @ scores)])),
+                scores=key.ciphertext_to_bytes(key.encrypt(scores)), squared_sum=squared
             )
-            self._batch, self._own_scores = rows, scores
+            self._batch, self._own_scores, self._closing = rows, scores, closing
+            self._square_sum = 0.0 if closing else square_sum
             self.round_index = envelope.round_index
             self.state = _State.WAIT_RESIDUAL
             return [Outgoing(self.plan.active, scores_message, self.round_index)]
@@ -304,20 +315,26 @@ class PassiveParty(_Party):
                 raise self._reject(sender, envelope, "unexpected later_scores")
             gradient, mask = self._masked_gradient(self._batch, residual)
             out = [gradient]
+            cross_sum = self._cross_sum
             if later is not None:
-                cross = self._cross_term(later)
-                cross_message = EncryptedCrossTerm(value=self._key().ciphertext_to_bytes(cross))
-                out.append(Outgoing(self.plan.active, cross_message, self.round_index))
+                key = self._key()
+                product = key.dot_columns(self._own_scores[:, None], later)
+                cross_sum = product if cross_sum is None else key.add(cross_sum, product)
+                if self._closing:
+                    cross = key.ciphertext_to_bytes(self._cross_term(cross_sum))
+                    message_out = EncryptedCrossTerm(value=cross)
+                    out.append(Outgoing(self.plan.active, message_out, self.round_index))
+                    cross_sum = None
+            self._cross_sum = cross_sum
             self._mask = mask
             self.state = _State.WAIT_GRADIENT
             return out
         raise self._reject(sender, envelope, "no message is expected")
 
-    def _cross_term(self, later: CiphertextVector) -> CiphertextVector:
-        # Re-randomised: the label party made [[later]] and could otherwise test guesses of our
-        # scores against the deterministic product.
-        key = self._key()
-        return key.rerandomize(key.dot_columns(self._own_scores[:, None], later))
+    def _cross_term(self, cross_sum: CiphertextVector) -> CiphertextVector:
+        # Re-randomised: the label party made every [[later]] and could otherwise test guesses
+        # of our scores against the deterministic sum of products.
+        return self._key().rerandomize(cross_sum)
 
 
 class ActiveParty(_Party):
@@ -337,16 +354,18 @@ class ActiveParty(_Party):
         if labels.shape != (plan.n_samples,) or not np.isin(labels, (0.0, 1.0)).all():
             raise ParameterError(f"active party {name!r} needs {plan.n_samples} labels in {{0, 1}}")
         self._labels = labels
-        self._partial: dict[str, tuple[CiphertextVector, CiphertextVector]] = {}
+        self._partial: dict[str, tuple[CiphertextVector, CiphertextVector | None]] = {}
         self._cross: dict[str, CiphertextVector] = {}
-        self._loss: CiphertextVector | None = None
+        self._closing = False
+        self._loss: CiphertextVector | None = None  # [[8 * Taylor loss]] over the epoch so far
+        self._own_loss = 0.0  # the part of it that only involves our own scores (plaintext)
 
     def handle(self, sender: str, envelope: Envelope) -> list[Outgoing]:
         if self._handle_common(sender, envelope):
             return []
         if self.state is _State.IDLE:
-            rows = self._start_round(sender, envelope)
-            self._batch = rows
+            rows, closing = self._start_round(sender, envelope)
+            self._batch, self._closing = rows, closing
             self._partial, self._cross = {}, {}
             self.round_index = envelope.round_index
             self.state = _State.WAIT_SCORES
@@ -358,13 +377,27 @@ class ActiveParty(_Party):
             assert isinstance(message, EncryptedPartialScores)
             size = self._batch.size
             scores = self._load_ciphertext(sender, envelope, message.scores, size, FRESH)
-            squared = self._load_ciphertext(sender, envelope, message.squared_sum, 1, FRESH)
+            squared: CiphertextVector | None = None
+            if self._closing:
+                squared = self._load_ciphertext(sender, envelope, message.squared_sum, 1, FRESH)
+            elif message.squared_sum:
+                raise self._reject(sender, envelope, "squared_sum before the epoch's last batch")
             partial = {**self._partial, sender: (scores, squared)}
             if len(partial) < len(self.plan.passives):
                 self._partial = partial
                 return []
-            out, loss = self._residual_round(partial)  # may raise: commit only afterwards
+            out, loss, own_loss = self._residual_round(partial)  # may raise: commit afterwards
             self._partial = partial
+            if not self._closing:
+                self._loss, self._own_loss = loss, own_loss
+                self.state = _State.WAIT_GRADIENT
+                return out
+            key = self._key()
+            for _, square in partial.values():
+                assert square is not None
+                loss = key.add(loss, square)
+            loss = key.add(loss, key.encrypt([own_loss]))
+            self._loss, self._own_loss = None, 0.0
             if len(self.plan.passives) > 1:
                 self._loss = loss
                 self.state = _State.WAIT_CROSS
@@ -387,12 +420,14 @@ class ActiveParty(_Party):
             for value in cross.values():
                 loss = key.add(loss, key.add(value, value))  # cross terms appear twice in z^2
             self._cross = cross
+            self._loss = None
             self.state = _State.WAIT_GRADIENT
             return [self._loss_message(loss)]
         raise self._reject(sender, envelope, "no message is expected")
 
     def _loss_message(self, loss: CiphertextVector) -> Outgoing:
-        message = EncryptedLoss(value=self._key().ciphertext_to_bytes(loss))
+        key = self._key()
+        message = EncryptedLoss(value=key.ciphertext_to_bytes(key.prepare_decryption(loss)))
         return Outgoing(self.plan.coordinator, message, self.round_index)
 
     def _add_label_term(self, total: CiphertextVector, term: np.ndarray) -> CiphertextVector:
@@ -402,9 +437,10 @@ class ActiveParty(_Party):
         return key.add(total, key.encrypt(term))
 
     def _residual_round(
-        self, partial: dict[str, tuple[CiphertextVector, CiphertextVector]]
-    ) -> tuple[list[Outgoing], CiphertextVector]:
-        """Residual to every passive party, own masked gradient, and the loss so far."""
+        self, partial: dict[str, tuple[CiphertextVector, CiphertextVector | None]]
+    ) -> tuple[list[Outgoing], CiphertextVector, float]:
+        """Residual to every passive party, own masked gradient, and the epoch's loss so far
+        (the encrypted part, unreduced, and the plaintext part of our own scores)."""
         key = self._key()
         rows = self._batch
         own = self._scores(rows)
@@ -430,18 +466,18 @@ class ActiveParty(_Party):
         out.append(gradient)
         # 8 * Taylor loss summed over the batch, with y' = 2y - 1 and z = u_B + U:
         #   8 log 2 - 4 y' z + z^2 = [8 log 2 - 4 y' u_B + u_B^2] + (2 u_B - 4 y') U + U^2
+        # The U^2 sums (and cross terms) come from the passive parties at the epoch's end.
         signed = 2.0 * labels - 1.0
         loss = key.dot_columns((2.0 * own - 4.0 * signed)[:, None], total)
-        for p in passives:
-            loss = key.add(loss, partial[p][1])
-        own_term = float(np.sum(8.0 * _LOG2 - 4.0 * signed * own + own * own))
-        loss = key.add(loss, key.encrypt([own_term]))
+        if self._loss is not None:
+            loss = key.add(self._loss, loss)
+        own_loss = self._own_loss + float(np.sum(8.0 * _LOG2 - 4.0 * signed * own + own * own))
         self._mask = mask
-        return out, loss
+        return out, loss, own_loss
 
 
 class Coordinator(_Role):
-    """Holds the secret key; decrypts only masked gradients and the aggregate loss.
+    """Holds the secret key; decrypts only masked gradients and the epoch's aggregate loss.
 
     It never sees a weight, a feature or a label, and every gradient it decrypts is masked by a
     value uniform in the plaintext space.
@@ -463,8 +499,6 @@ class Coordinator(_Role):
         self.session_id = session_id
         self.state = _State.IDLE
         self.history: list[float] = []
-        self.batch_losses: list[float] = []
-        self._epoch_losses: list[tuple[float, int]] = []
         self._gradients: dict[str, CiphertextVector] = {}
         self._loss: CiphertextVector | None = None
         self._epoch = 0
@@ -506,18 +540,23 @@ class Coordinator(_Role):
             gradient = self._load_ciphertext(sender, envelope, message.values, size, PRODUCT)
             self._gradients = {**self._gradients, sender: gradient}
         else:
-            senders = (self.plan.active,) if self._loss is None else ()
+            # the loss is an epoch aggregate: it comes only with the epoch's last batch
+            closing = self.plan.closes_epoch(self._batch)
+            senders = (self.plan.active,) if closing and self._loss is None else ()
             self._expect(sender, envelope, (EncryptedLoss,), senders, self.round_index)
             assert isinstance(message, EncryptedLoss)
             self._loss = self._load_ciphertext(sender, envelope, message.value, 1, PRODUCT)
-        if len(self._gradients) < len(self.plan.parties) or self._loss is None:
+        if len(self._gradients) < len(self.plan.parties):
+            return []
+        if self.plan.closes_epoch(self._batch) and self._loss is None:
             return []
         return self._finish_round()
 
     def _finish_round(self) -> list[Outgoing]:
-        assert self._loss is not None
-        n_samples = int(self.plan.batch_indices(self._epoch, self._batch).size)
-        batch_loss = float(self._secret_key.decrypt(self._loss)[0]) / (8.0 * n_samples)
+        epoch_loss = 0.0
+        if self._loss is not None:  # every epoch covers every sample once
+            epoch_loss = float(self._secret_key.decrypt(self._loss)[0])
+            epoch_loss /= 8.0 * self.plan.n_samples
         out = [
             Outgoing(
                 party,
@@ -526,15 +565,10 @@ class Coordinator(_Role):
             )
             for party, gradient in self._gradients.items()
         ]
-        self.batch_losses.append(batch_loss)
-        self._epoch_losses.append((batch_loss, n_samples))
         self.completed_rounds += 1
         self._batch += 1
         if self._batch < self.plan.batches_per_epoch:
             return out + self._round_start()
-        total = sum(n for _, n in self._epoch_losses)
-        epoch_loss = sum(loss * n for loss, n in self._epoch_losses) / total
-        self._epoch_losses = []
         self.history.append(epoch_loss)
         self.n_iter = self._epoch + 1
         if len(self.history) > 1 and abs(self.history[-2] - self.history[-1]) < self.plan.tol:

@@ -1,0 +1,125 @@
+"""Encryptions of zero for the CKKS backend, made ahead of time in the shared worker pool.
+
+A CKKS public-key encryption is an encryption of zero plus the encoded plaintext; the first part
+(sampling ``u``, ``e0``, ``e1`` and three NTTs per prime, about 3 ms at ``N = 8192``) does not
+depend on the values. With a pool (``n_jobs > 1``, :func:`protocols.paillier.parallelism`),
+workers make those zeros in the background while the calling process does its serial work, and
+an encryption then costs one load, one encoding and one addition (about 1 ms).
+
+Each stored zero is handed to exactly one ciphertext (popped from the store). Workers hold public
+material only. SEAL draws the randomness of every encryption from a PRNG it seeds from the
+operating system (``std::random_device``) at that encryption, in the worker as in this process;
+no generator state is ever copied between processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import threading
+import weakref
+from collections import OrderedDict, deque
+from concurrent.futures import Future
+from typing import Any
+
+from protocols._paillier_pool import _executor, get_n_jobs
+
+__all__ = ["ZeroStore"]
+
+#: Zeros per worker task (about 35 ms of work at N = 8192: long enough to pay for the trip).
+CHUNK = 8
+_WORKER_KEYS = 2
+
+
+class ZeroStore:
+    """Serialised encryptions of zero at each depth, refilled by background worker tasks.
+
+    :meth:`take` returns stored bytes or ``None`` (the caller then encrypts itself);
+    :meth:`want` sets how many zeros of a depth to keep ready (four times the largest
+    request) and tops the store up. Without a pool nothing is stored and nothing is submitted.
+    """
+
+    def __init__(self, key_blob: tuple[bytes, bytes], depths: int) -> None:
+        self.key_blob = key_blob
+        self._lock = threading.Lock()
+        self._store: list[deque[bytes]] = [deque() for _ in range(depths)]
+        self._pending = [0] * depths
+        self._reserve = [0] * depths
+
+    def available(self, depth: int) -> int:
+        with self._lock:
+            return len(self._store[depth])
+
+    def take(self, depth: int) -> bytes | None:
+        with self._lock:
+            return self._store[depth].popleft() if self._store[depth] else None
+
+    def want(self, depth: int, count: int) -> None:
+        """Keep about ``4 * count`` zeros of ``depth`` ready (background, if there is a pool).
+
+        Four requests' worth: the parties of a training round ask one after another.
+        """
+        if get_n_jobs() <= 1:
+            return
+        with self._lock:
+            self._reserve[depth] = max(self._reserve[depth], 4 * count)
+        self._top_up(depth)
+
+    def _top_up(self, depth: int) -> None:
+        executor = _executor()
+        if executor is None:
+            return
+        # one task in flight per worker but one: the calling process keeps a core for itself
+        limit = max(1, get_n_jobs() - 1)
+        with self._lock:
+            deficit = self._reserve[depth] - len(self._store[depth]) - self._pending[depth] * CHUNK
+            tasks = min(limit - sum(self._pending), max(0, math.ceil(deficit / CHUNK)))
+            self._pending[depth] += max(0, tasks)
+        for _ in range(max(0, tasks)):
+            try:
+                future = executor.submit(_task_zeros, self.key_blob, depth, CHUNK)
+            except RuntimeError:  # the pool is shutting down
+                with self._lock:
+                    self._pending[depth] -= 1
+                continue
+            future.add_done_callback(functools.partial(_landed, weakref.ref(self), depth))
+
+    def _landed(self, depth: int, future: Future[list[bytes]]) -> None:
+        blobs: list[bytes] = []
+        with contextlib.suppress(BaseException):  # a broken pool or a cancelled task: no zeros
+            blobs = future.result()
+        with self._lock:
+            self._pending[depth] -= 1
+            self._store[depth].extend(blobs)
+        if blobs:
+            self._top_up(depth)
+
+
+def _landed(ref: weakref.ReferenceType[ZeroStore], depth: int, future: Future[list[bytes]]) -> None:
+    store = ref()
+    if store is not None:
+        store._landed(depth, future)
+
+
+# -- worker side --------------------------------------------------------------------------------
+_worker_keys: OrderedDict[tuple[bytes, bytes], Any] = OrderedDict()
+
+
+def _worker_key(key_blob: tuple[bytes, bytes]) -> Any:
+    from protocols.ckks import _EncryptOnlyKey  # the worker imports the backend lazily
+
+    key = _worker_keys.get(key_blob)
+    if key is None:
+        key = _EncryptOnlyKey(*key_blob)
+        _worker_keys[key_blob] = key
+        while len(_worker_keys) > _WORKER_KEYS:
+            _worker_keys.popitem(last=False)
+    _worker_keys.move_to_end(key_blob)
+    return key
+
+
+def _task_zeros(key_blob: tuple[bytes, bytes], depth: int, count: int) -> list[bytes]:
+    """Worker: ``count`` serialised encryptions of zero at ``depth``."""
+    key = _worker_key(key_blob)
+    return [key.zero_bytes(depth) for _ in range(count)]
