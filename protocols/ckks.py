@@ -1,7 +1,8 @@
 """CKKS backend on Microsoft SEAL, through the ``sealapi`` bindings that ship with TenSEAL.
 
-Why ``sealapi`` and not ``tenseal.CKKSVector``: the gradient needs rotations by chosen steps,
-which ``CKKSVector`` does not expose (its ``matmul`` rotates once per row, 10-50x slower here).
+Why ``sealapi`` and not ``tenseal.CKKSVector``: the packing below needs plaintexts laid out
+slot by slot and the raw ciphertext objects; ``CKKSVector.matmul`` would rotate once per row
+(10-50x slower here).
 
 Parameters (128-bit security per the HomomorphicEncryption.org standard, Albrecht et al. 2018:
 N = 8192 allows a 218-bit modulus, N = 16384 allows 438 bits):
@@ -11,31 +12,43 @@ N = 8192 allows a 218-bit modulus, N = 16384 allows 438 bits):
 * scale ``2^40``; two rescaling levels, of which the protocol uses one (one plaintext product).
 
 Layouts. A vector of ``m`` values is *replicated* (``r``): value ``i`` fills the block of
-``width`` slots ``[i*width, (i+1)*width)`` (sample-major), ``4096 / width`` values per
-ciphertext. The gradient ``X^T [[d]]`` is then one plaintext multiply per ciphertext by the
-party's feature rows (also laid out sample-major), a sum of the batch's ciphertexts and one
-rescale: an *unreduced* (``u``) vector, value ``j`` being the sum of slot ``j`` over all blocks.
-Unreduced vectors add up slot by slot, so a sum of many products (the epoch's loss) costs one
-reduction. Reducing is one block rotate-sum, ``log2(4096 / width)`` rotations, after which every
-block holds the ``width`` column totals (*compact* layout ``c``, value ``j`` in slot ``j`` of every
-block); it happens in :meth:`CKKSPublicKey.mask` and :meth:`CKKSPublicKey.prepare_decryption`,
-and the secret key refuses unreduced vectors (their slots are partial sums). Only the rotation
-steps get Galois keys, so the public key is about 11 MB instead of 35 MB.
+``width`` slots ``[i*width, (i+1)*width)`` (sample-major), ``per = 4096 // width`` values per
+ciphertext (``width`` is the largest gradient, any size). The gradient ``X^T [[d]]`` is then one
+plaintext multiply per ciphertext by the party's feature rows (laid out the same way), a sum of
+the batch's ciphertexts and one rescale: an *unreduced* (``u``) vector, value ``j`` being the sum
+of slot ``j`` over the ``per`` blocks. Unreduced vectors add up slot by slot.
+
+The block sum is not done with rotations. A rotate-and-sum costs ``log2(per)`` key switches per
+gradient (8 at width 16: most of an epoch's CPU time), and Galois keys make the public key about
+11 MB. Instead the sender *blinds* every slot and the coordinator sums the blocks after
+decryption (layout ``b``):
+
+* :meth:`CKKSPublicKey.mask` adds, in column ``j``, ``r_bj = rho_j / per + s_bj - mean_b s_bj``
+  with ``rho_j`` uniform in ``[-2^40, 2^40]`` and ``s_bj`` uniform in ``[-2^k, 2^k]``, ``k = 37 -
+  log2(per) / 2`` (33 for 256 blocks). The block sums carry the mask ``rho_j`` (the party keeps
+  it); each slot's partial sum is hidden by ``s_bj`` (its centred part; statistical distance at
+  most ``sum_b |v_bj - mean| / 2^(k+1)``, the total at most ``|g_j| / 2^41``). The slot blinds
+  stay this small so that decoding 4096 slots as float64 and summing them (``math.fsum``) keeps
+  about ``2^-11`` absolute precision: the decoding error of a slot grows with the largest value
+  in the ciphertext, and the block sum adds ``per`` of them.
+* :meth:`CKKSPublicKey.prepare_decryption` (the loss) adds the same ``s_bj - mean_b s_bj``
+  with ``rho = 0``: the block sums are the values, no slot shows a partial sum.
+* The secret key refuses unblinded unreduced vectors: their slots are partial sums.
 
 Safety the backend enforces:
 
 * Magnitudes are tracked (an upper bound per vector, part of its serialisation) and checked
   against the precision budget: a value that would outgrow the modulus left at its level (CKKS
   then decrypts garbage without error) or lose float64 precision raises ``ParameterError``.
-* Masks are uniform reals in ``[-2^40, 2^40]`` in *every* slot (the coordinator decrypts whole
-  ciphertexts). They hide a value ``g`` up to statistical distance about ``|g| / 2^40``.
+* Every slot the coordinator can decrypt is masked or blinded; the copies that the replicated
+  layout keeps of one value get one mask (independent masks on copies could be averaged away).
 * Before the coordinator releases a decryption it adds Gaussian noise (sigma ``2^-12``) and
   rounds to ``2^-16`` (Li and Micciancio, EUROCRYPT 2021: exact CKKS decryptions of known
   plaintexts leak the secret key). This costs about ``2^-12`` absolute precision on each released
   value; it blurs the decryption error but is not a cryptographic-strength flooding (that would
   need far more precision than float64 and this modulus give).
-* Only the public key, the relinearisation-free Galois keys and the parameters are serialised;
-  the secret key never is.
+* Only the parameters and the public key are serialised (no relinearisation or Galois keys are
+  needed: about 0.5 MB); the secret key never is.
 """
 
 from __future__ import annotations
@@ -71,6 +84,9 @@ __all__ = ["CKKSBackend", "CKKSPublicKey", "CKKSSecretKey", "CKKSCiphertextVecto
 SCALE_BITS = 40
 COEFF_BITS = (60, 40, 40, 60)
 MASK_BITS = 40
+#: Per-slot blinds of unreduced vectors are 2^b with 2^b * sqrt(blocks) = 2^BLIND_BUDGET_BITS:
+#: the float64 error of a block sum grows with both (about 2^-11 absolute; see above).
+BLIND_BUDGET_BITS = 37
 #: Largest magnitude any encrypted value may reach (float64 keeps ~2^-13 absolute precision).
 MAX_ABS = 2.0**41
 #: Largest magnitude of values handed to ``encrypt`` by callers.
@@ -145,10 +161,6 @@ def _degree_for(width: int) -> int:
     return 8192 if width <= 1024 else 16384
 
 
-def _galois_steps(width: int, slots: int) -> list[int]:
-    return [width << i for i in range(int(math.log2(slots // width)))]
-
-
 def _secure_uniform(count: int, bound: float) -> np.ndarray:
     """Uniform reals in ``[-bound, bound]`` from :mod:`secrets` (53 random bits each)."""
     raw = np.frombuffer(secrets.token_bytes(8 * count), dtype=np.uint64) >> np.uint64(11)
@@ -218,7 +230,7 @@ class CKKSCiphertextVector(CiphertextVector):
     ) -> None:
         self.cts = cts
         self._size = size
-        self.layout = layout  # "r" replicated, "c" compact, "u" unreduced
+        self.layout = layout  # "r" replicated, "u" unreduced, "b" blinded (unreduced, final)
         self.width = width
         self.depth = depth
         self.bound = bound
@@ -241,16 +253,17 @@ class _CKKSMask(Mask):
 
 
 class CKKSPublicKey(PublicKey):
-    """Parameters, public key and the Galois keys of the block rotations."""
+    """Parameters and the public key (no evaluation keys: the protocol needs no rotations)."""
 
     backend_name: ClassVar[str] = "ckks"
-    #: Released (masked) values carry the 2^-12 flooding and float64 rounding at the 2^40 mask
-    #: scale; training divides them by 4m, so weights still match plaintext to about 1e-4.
+    #: Released (masked) values carry the 2^-12 flooding and the float64 rounding of 2^34-sized
+    #: slots summed over the blocks; training divides them by 4m, so weights still match
+    #: plaintext to about 1e-4.
     tolerance: ClassVar[float] = 2e-3
 
-    def __init__(self, params_bytes: bytes, public_bytes: bytes, galois_bytes: bytes, width: int):
-        if width < 1 or width & (width - 1):
-            raise ParameterError(f"CKKS block width must be a power of two, got {width}")
+    def __init__(self, params_bytes: bytes, public_bytes: bytes, width: int):
+        if width < 1:
+            raise ParameterError(f"CKKS block width must be positive, got {width}")
         parms = seal.EncryptionParameters(seal.SCHEME_TYPE.CKKS)
         _load(parms, None, params_bytes, "parameters")
         degree = parms.poly_modulus_degree()
@@ -262,14 +275,13 @@ class CKKSPublicKey(PublicKey):
             raise RemoteProtocolError("CKKS parameters were refused by SEAL")
         self._public = seal.PublicKey()
         _load(self._public, self._context, public_bytes, "public key")
-        self._galois = seal.GaloisKeys()
-        _load(self._galois, self._context, galois_bytes, "Galois keys")
-        self._raw = (params_bytes, public_bytes, galois_bytes)
+        self._raw = (params_bytes, public_bytes)
         self.degree = degree
         self.slots = degree // 2
         if width > self.slots:
             raise ParameterError(f"block width {width} exceeds {self.slots} slots")
         self.width = width
+        self._blind = 2.0 ** (BLIND_BUDGET_BITS - math.log2(self._per) / 2)
         self._encoder = seal.CKKSEncoder(self._context)
         self._encryptor = seal.Encryptor(self._context, self._public)
         self._evaluator = seal.Evaluator(self._context)
@@ -299,7 +311,7 @@ class CKKSPublicKey(PublicKey):
         return self.degree
 
     def to_bytes(self) -> bytes:
-        header = _PK_HEADER.pack(b"CP", 1, int(math.log2(self.degree)), self.width)
+        header = _PK_HEADER.pack(b"CP", 2, int(math.log2(self.degree)), self.width)
         return header + _blobs(*self._raw)
 
     @classmethod
@@ -307,11 +319,11 @@ class CKKSPublicKey(PublicKey):
         if len(data) < _PK_HEADER.size:
             raise RemoteProtocolError("CKKS public key is truncated")
         tag, version, _, width = _PK_HEADER.unpack_from(data)
-        if tag != b"CP" or version != 1:
-            raise RemoteProtocolError("not a version-1 CKKS public key")
-        parts = _unblob(data, _PK_HEADER.size, 3, "public key")
+        if tag != b"CP" or version != 2:
+            raise RemoteProtocolError("not a version-2 CKKS public key")
+        parts = _unblob(data, _PK_HEADER.size, 2, "public key")
         try:
-            return cls(parts[0], parts[1], parts[2], width)
+            return cls(parts[0], parts[1], width)
         except ParameterError as exc:
             raise RemoteProtocolError(str(exc)) from None
 
@@ -389,12 +401,6 @@ class CKKSPublicKey(PublicKey):
         if layout == "u":  # value j is the sum of slot j over the blocks: put it in block 0
             slots = np.zeros(self.slots)
             slots[: values.size] = values
-            return [slots]
-        if layout == "c":
-            slots = np.zeros(self.slots)
-            tiled = np.zeros(self.width)
-            tiled[: values.size] = values
-            slots[:] = np.tile(tiled, self._per)
             return [slots]
         out = []
         for k in range(n_cts):
@@ -474,8 +480,15 @@ class CKKSPublicKey(PublicKey):
         self._evaluator.rescale_to_next_inplace(ct)
         return self._wrap([ct], 1, "u", depth, a.bound)
 
+    def _open(self, a: CiphertextVector) -> CKKSCiphertextVector:
+        """``a`` if more arithmetic may follow: blinded vectors are final (masks would mix)."""
+        a = self._own(a)
+        if a.layout == "b":
+            raise LocalProtocolError("a masked or blinded CKKS vector takes no more arithmetic")
+        return a
+
     def add(self, a: CiphertextVector, b: CiphertextVector) -> CKKSCiphertextVector:
-        a, b = self._own(a), self._own(b)
+        a, b = self._open(a), self._open(b)
         self._compatible(a, b)
         if a.layout != b.layout:  # both of size 1 here: keep the value in one slot only
             a, b = self._unreduced(a), self._unreduced(b)
@@ -488,11 +501,10 @@ class CKKSPublicKey(PublicKey):
             ct = seal.Ciphertext()
             self._evaluator.add(x, y, ct)
             out.append(ct)
-        layout = a.layout if a.size != 1 or a.layout == b.layout else "c"
-        return self._wrap(out, a.size, layout, depth, bound)
+        return self._wrap(out, a.size, a.layout, depth, bound)
 
     def add_plain(self, a: CiphertextVector, values: ArrayLike) -> CKKSCiphertextVector:
-        a = self._own(a)
+        a = self._open(a)
         array = self._finite(values, "plaintext addend")
         if array.size != a.size:
             raise LocalProtocolError(f"cannot add {array.size} plaintexts to {a.size} values")
@@ -512,9 +524,9 @@ class CKKSPublicKey(PublicKey):
         return a.depth + 1
 
     def mul_plain(self, a: CiphertextVector, values: ArrayLike) -> CKKSCiphertextVector:
-        a = self._own(a)
-        if a.layout == "u":
-            raise LocalProtocolError("reduce an unreduced CKKS vector before multiplying it")
+        a = self._open(a)
+        if a.layout != "r":
+            raise LocalProtocolError("only replicated CKKS vectors can be multiplied")
         array = self._finite(values, "plaintext multipliers")
         if array.size != a.size:
             raise LocalProtocolError(f"cannot multiply {a.size} values by {array.size}")
@@ -527,17 +539,6 @@ class CKKSPublicKey(PublicKey):
             self._evaluator.rescale_to_next_inplace(result)
             out.append(result)
         return self._wrap(out, a.size, a.layout, depth, bound)
-
-    def _rotate_sum(self, ct: Any) -> Any:
-        """Sum of all blocks into every block (new ciphertext; the input is not modified)."""
-        acc = ct
-        for step in _galois_steps(self.width, self.slots):
-            rotated = seal.Ciphertext()
-            self._evaluator.rotate_vector(acc, step, self._galois, rotated)
-            total = seal.Ciphertext()
-            self._evaluator.add(acc, rotated, total)
-            acc = total
-        return acc
 
     def _summed(self, cts: Sequence[Any]) -> Any:
         """Sum of ciphertexts as a new object (inputs are not modified)."""
@@ -555,13 +556,13 @@ class CKKSPublicKey(PublicKey):
     def sum(self, a: CiphertextVector) -> CKKSCiphertextVector:
         """Unreduced, like :meth:`dot_columns` (one plaintext product: it keeps one copy of
         each value, where the replicated layout holds ``width``)."""
-        a = self._own(a)
+        a = self._open(a)
         if a.layout != "r":
             raise LocalProtocolError("only replicated CKKS vectors can be summed")
         return self.dot_columns(np.ones((a.size, 1)), a)
 
     def dot_columns(self, matrix: np.ndarray, a: CiphertextVector) -> CKKSCiphertextVector:
-        a = self._own(a)
+        a = self._open(a)
         matrix = np.asarray(matrix, dtype=np.float64)
         if a.layout != "r" or matrix.ndim != 2 or matrix.shape[0] != a.size:
             raise LocalProtocolError(
@@ -587,13 +588,27 @@ class CKKSPublicKey(PublicKey):
         self._evaluator.rescale_to_next_inplace(total)
         return self._wrap([total], matrix.shape[1], "u", depth, bound)
 
-    def _reduce(self, a: CKKSCiphertextVector) -> CKKSCiphertextVector:
-        if a.layout != "u":
-            return a
-        return self._wrap([self._rotate_sum(a.cts[0])], a.size, "c", a.depth, a.bound)
+    def _blinds(self, rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-slot blinds for an unreduced vector whose block sums must carry ``rho`` (one per
+        column): the slot array and the exact block sums of what it holds."""
+        per, width = self._per, self.width
+        spread = _secure_uniform(per * width, self._blind).reshape(per, width)
+        blocks = rho / per + spread - spread.mean(axis=0)
+        slots = np.zeros(self.slots)
+        slots[: per * width] = blocks.ravel()
+        tail = self.slots - per * width  # slots past the last whole block carry no value
+        slots[per * width :] = _secure_uniform(tail, self._blind)
+        sums = np.array([math.fsum(blocks[:, j]) for j in range(width)])
+        return slots, sums
 
     def prepare_decryption(self, a: CiphertextVector) -> CKKSCiphertextVector:
-        return self._reduce(self._own(a))
+        """Blind an unreduced vector (block sums unchanged, no slot shows a partial sum)."""
+        a = self._own(a)
+        if a.layout != "u":
+            return a
+        slots, _ = self._blinds(np.zeros(self.width))
+        self._check_bound(a.bound + 2 * self._blind, a.depth, "a blinded value")
+        return self._wrap(self._fresh_like(a, [slots]), a.size, "b", a.depth, a.bound)
 
     def _fresh_like(self, a: CKKSCiphertextVector, slot_arrays: list[np.ndarray]) -> list[Any]:
         self._zeros.want(a.depth, len(a.cts))
@@ -611,17 +626,19 @@ class CKKSPublicKey(PublicKey):
         return self._wrap(self._fresh_like(a, zeros), a.size, a.layout, a.depth, a.bound)
 
     def mask(self, a: CiphertextVector) -> tuple[CKKSCiphertextVector, Mask]:
-        a = self._reduce(self._own(a))
-        bound = a.bound + 2.0**MASK_BITS
+        a = self._open(a)
+        bound = a.bound + 2.0**MASK_BITS + 2 * self._blind
         self._check_bound(bound, a.depth, "a masked value")
-        # The coordinator decrypts whole ciphertexts, and the layouts hold copies of each value
-        # (compact: in every block; replicated: across its block). Every copy gets the *same*
-        # mask: independent masks on copies would let the coordinator average them away.
-        count = self.width if a.layout == "c" else a.size  # compact: the block's padding too
-        values = _secure_uniform(count, 2.0**MASK_BITS)
-        slot_masks = self._layout_slots(values, a.layout, len(a.cts))
-        masked = self._wrap(self._fresh_like(a, slot_masks), a.size, a.layout, a.depth, bound)
-        return masked, _CKKSMask(values[: a.size].copy(), a.size)
+        if a.layout == "u":  # blinded slots whose block sums carry the masks (module docstring)
+            slots, sums = self._blinds(_secure_uniform(self.width, 2.0**MASK_BITS))
+            masked = self._wrap(self._fresh_like(a, [slots]), a.size, "b", a.depth, bound)
+            return masked, _CKKSMask(sums[: a.size].copy(), a.size)
+        # Replicated: value i is copied across its block, and every copy gets the *same* mask
+        # (independent masks on copies would let the coordinator average them away).
+        values = _secure_uniform(a.size, 2.0**MASK_BITS)
+        slot_masks = self._layout_slots(values, "r", len(a.cts))
+        masked = self._wrap(self._fresh_like(a, slot_masks), a.size, "r", a.depth, bound)
+        return masked, _CKKSMask(values, a.size)
 
     def unmask(self, masked: bytes, mask: Mask) -> np.ndarray:
         if not isinstance(mask, _CKKSMask):
@@ -664,7 +681,7 @@ class CKKSPublicKey(PublicKey):
         tag, version, layout, width, size, got_depth, n_cts, bound, fingerprint = (
             _CT_HEADER.unpack_from(data)
         )
-        if tag != b"CC" or version != 1 or layout not in (b"r", b"c", b"u"):
+        if tag != b"CC" or version != 1 or layout not in (b"r", b"u", b"b"):
             raise RemoteProtocolError("not a version-1 CKKS ciphertext vector")
         if fingerprint != self.fingerprint or width != self.width:
             raise RemoteProtocolError("ciphertext was made under a different CKKS key")
@@ -689,9 +706,11 @@ class CKKSPublicKey(PublicKey):
 
 
 def _value_slots(slot_arrays: list[np.ndarray], size: int, layout: str, width: int) -> np.ndarray:
-    """The slots that carry the vector's values (block starts, or slot j of block 0)."""
-    if layout == "c":
-        return slot_arrays[0][:size].copy()
+    """The vector's values: block starts (replicated) or block sums (blinded)."""
+    if layout == "b":  # exact sums of the decoded doubles: the blinds cancel to float precision
+        per = slot_arrays[0].size // width
+        blocks = slot_arrays[0][: per * width].reshape(per, width)
+        return np.array([math.fsum(blocks[:, j]) for j in range(size)])
     flat = np.concatenate(slot_arrays)
     return flat[::width][:size].copy()
 
@@ -711,7 +730,7 @@ class CKKSSecretKey(SecretKey):
         pk = self._public_key
         if not isinstance(a, CKKSCiphertextVector) or a.fingerprint != pk.fingerprint:
             raise DecryptionError("cannot decrypt this ciphertext")
-        if a.layout == "u":  # its slots are partial sums: the sender must reduce it first
+        if a.layout == "u":  # its slots are partial sums: the sender must blind it first
             raise DecryptionError("unreduced CKKS vector: the sender must call prepare_decryption")
         arrays = []
         for ct in a.cts:
@@ -743,17 +762,14 @@ class CKKSBackend(Backend):
         """``key_bits`` is ignored (the ring degree follows from ``vector_width``)."""
         if vector_width < 1:
             raise ParameterError("vector_width must be positive")
-        width = 1 << max(0, (vector_width - 1).bit_length())
+        width = vector_width  # blocks need not be a power of two: no rotations walk them
         degree = _degree_for(width)
         parms = _params(degree)
         context = seal.SEALContext(parms, True, seal.SEC_LEVEL_TYPE.TC128)
         keygen = seal.KeyGenerator(context)
         public = seal.PublicKey()
         keygen.create_public_key(public)
-        galois = seal.GaloisKeys()
-        steps = _galois_steps(width, degree // 2)
-        keygen.create_galois_keys([pow(3, s, 2 * degree) for s in steps], galois)
-        public_key = CKKSPublicKey(_save(parms), _save(public), _save(galois), width)
+        public_key = CKKSPublicKey(_save(parms), _save(public), width)
         # the key generator's secret key is valid for the public key's context (same
         # parameters); it is never saved, not even to a temporary file
         return CKKSSecretKey(public_key, keygen.secret_key())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 
 import numpy as np
@@ -11,7 +12,7 @@ import tenseal.sealapi as seal
 
 from protocols.backend import SecretKey
 from protocols.ckks import CKKSBackend, CKKSPublicKey
-from protocols.errors import DecryptionError
+from protocols.errors import DecryptionError, LocalProtocolError
 from protocols.transport import InMemoryTransport
 from tests.reference import build_session, make_blocks, taylor_train
 from vfl import VerticalLogisticRegression
@@ -73,15 +74,15 @@ def test_only_public_material_leaves_the_coordinator():
     message = REGISTRY.decode(announcement.payload).message
     assert isinstance(message, PublicKeyAnnouncement)
     data = message.public_key
-    # header, then exactly three length-prefixed blobs, each a SEAL object of its declared
-    # public type that re-serialises to the same bytes: nothing else rides along
+    # header, then exactly two length-prefixed blobs (parameters, public key) that the key
+    # keeps as they came: nothing else rides along, no evaluation keys are needed
     offset = 7
     blobs = []
-    for _ in range(3):
+    for _ in range(2):
         (length,) = struct.unpack_from(">I", data, offset)
         blobs.append(data[offset + 4 : offset + 4 + length])
         offset += 4 + length
-    assert offset == len(data)
+    assert offset == len(data) and len(data) < 1_000_000
     key = CKKSPublicKey.from_bytes(data)
     assert key._raw == tuple(blobs)
     for attr in vars(key).values():
@@ -143,20 +144,27 @@ def test_products_stay_unreduced_until_prepared():
     np.testing.assert_allclose(sk.decrypt(pk.prepare_decryption(sent)), [value], atol=1e-3)
 
 
+def _block_sums(pk, slots):
+    blocks = slots[: pk._per * pk.width].reshape(pk._per, pk.width)
+    return np.array([math.fsum(blocks[:, j]) for j in range(pk.width)])
+
+
 def test_a_prepared_loss_shows_nothing_but_its_value(monkeypatch):
-    # Every slot of the loss the coordinator decrypts holds the loss or (about) zero: neither
-    # the batches' partial sums nor the passive parties' squared sums appear on their own.
+    # What the coordinator can read from the loss it decrypts: every slot is blinded, and the
+    # block sums are the loss (column 0) and zeros: neither a batch's partial sums nor the
+    # passive parties' squared sums appear on their own.
     sk = CKKSBackend().generate_secret_key(0, vector_width=4)
     pk = sk.public_key
-    rng = np.random.default_rng(5)
-    total, value, scalars = _loss_like(pk, rng)
+    total, value, scalars = _loss_like(pk, np.random.default_rng(5))
     slots = _every_slot(sk, pk.prepare_decryption(total))
-    near_value = np.abs(slots - value) < 1e-3
-    near_zero = np.abs(slots) < 1e-3
-    assert near_value.sum() == pk.slots // pk.width and np.all(near_value | near_zero)
+    assert np.mean(np.abs(slots) < 2.0**24) < 0.01
+    np.testing.assert_allclose(_block_sums(pk, slots), [value, 0, 0, 0], atol=1e-3)
+    # control 1: unblinded, the same slots show the products' partial sums
+    raw = _every_slot(sk, total)
+    assert np.mean(np.abs(raw) < 2.0**24) > 0.5
 
-    # control: adding a replicated scalar as it is (lifted by ones, not the unit vector) puts
-    # the scalars alone in slots 1.. of every block, and the check sees it
+    # control 2: adding a replicated scalar as it is (lifted by ones, not the unit vector)
+    # puts the scalars alone in columns 1.. of the block sums, and the check sees it
     def lift_by_ones(self, a):
         if a.layout == "u":
             return a
@@ -165,31 +173,30 @@ def test_a_prepared_loss_shows_nothing_but_its_value(monkeypatch):
 
     monkeypatch.setattr(CKKSPublicKey, "_unreduced", lift_by_ones)
     leaky, _, _ = _loss_like(pk, np.random.default_rng(5))
-    slots = _every_slot(sk, pk.prepare_decryption(leaky))
-    assert np.any(np.abs(slots - scalars) < 1e-3)
+    sums = _block_sums(pk, _every_slot(sk, pk.prepare_decryption(leaky)))
+    np.testing.assert_allclose(sums[1:], scalars, atol=1e-3)
 
 
-def test_every_copy_of_a_value_gets_the_same_mask():
-    # The replicated layout repeats value i across its block, the compact one repeats each
-    # value in every block: one mask per value, or the coordinator could average the copies.
+def test_masks_hide_every_slot_the_coordinator_decrypts():
+    # Replicated vectors: every copy of value i (its block) gets one mask, or the coordinator
+    # could average the copies. Unreduced products: every slot blinded, the block sums masked.
     sk = CKKSBackend().generate_secret_key(0, vector_width=4)
     pk = sk.public_key
     x = np.arange(10.0)
-    for vector in (
-        pk.encrypt(x),
-        pk.prepare_decryption(pk.dot_columns(np.ones((10, 3)), pk.encrypt(x))),
-    ):
-        masked, mask = pk.mask(vector)
-        slots = _every_slot(sk, masked).reshape(-1, pk.width)
-        if vector.layout == "r":
-            used = slots[: x.size]
-            assert np.allclose(used, used[:, :1], rtol=0, atol=1e-2)  # across each block
-        else:
-            assert np.allclose(slots, slots[0], rtol=0, atol=1e-2)  # across the blocks
-        assert np.min(np.abs(slots[: x.size if vector.layout == "r" else 1])) > 1e3
-        np.testing.assert_allclose(
-            pk.unmask(sk.decrypt_masked(masked), mask), sk.decrypt(vector), atol=2e-3
-        )
+    masked, mask = pk.mask(pk.encrypt(x))
+    blocks = _every_slot(sk, masked).reshape(-1, pk.width)[: x.size]
+    assert np.allclose(blocks, blocks[:, :1], rtol=0, atol=1e-2)  # one mask per block
+    assert np.min(np.abs(blocks[:, 0] - x)) > 1e3
+    np.testing.assert_allclose(pk.unmask(sk.decrypt_masked(masked), mask), x, atol=2e-3)
+    matrix = np.ones((10, 3))
+    product = pk.dot_columns(matrix, pk.encrypt(x))
+    masked, mask = pk.mask(product)
+    slots = _every_slot(sk, masked)
+    assert np.mean(np.abs(slots) < 2.0**24) < 0.01
+    assert np.min(np.abs(_block_sums(pk, slots)[:3] - matrix.T @ x)) > 1e3
+    np.testing.assert_allclose(pk.unmask(sk.decrypt_masked(masked), mask), matrix.T @ x, atol=2e-3)
+    with pytest.raises(LocalProtocolError):  # masked vectors are final
+        pk.add(masked, masked)
 
 
 def test_estimator_with_ckks_end_to_end():
