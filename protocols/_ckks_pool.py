@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import threading
 import weakref
 from collections import OrderedDict, deque
@@ -29,6 +30,8 @@ __all__ = ["ZeroStore"]
 
 #: Zeros per worker task (about 35 ms of work at N = 8192: long enough to pay for the trip).
 CHUNK = 8
+#: Most zeros kept ready per depth (about 20 MB at N = 8192), however large the requests.
+MAX_RESERVE = 64
 _WORKER_KEYS = 2
 
 
@@ -42,6 +45,7 @@ class ZeroStore:
 
     def __init__(self, key_blob: tuple[bytes, bytes], depths: int) -> None:
         self.key_blob = key_blob
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._store: list[deque[bytes]] = [deque() for _ in range(depths)]
         self._pending = [0] * depths
@@ -53,6 +57,11 @@ class ZeroStore:
 
     def take(self, depth: int) -> bytes | None:
         with self._lock:
+            if self._pid != os.getpid():  # a forked child must not reuse its parent's zeros
+                self._pid = os.getpid()
+                for stored in self._store:
+                    stored.clear()
+                self._pending = [0] * len(self._pending)
             return self._store[depth].popleft() if self._store[depth] else None
 
     def want(self, depth: int, count: int) -> None:
@@ -63,7 +72,7 @@ class ZeroStore:
         if get_n_jobs() <= 1:
             return
         with self._lock:
-            self._reserve[depth] = max(self._reserve[depth], 4 * count)
+            self._reserve[depth] = min(MAX_RESERVE, max(self._reserve[depth], 4 * count))
         self._top_up(depth)
 
     def _top_up(self, depth: int) -> None:

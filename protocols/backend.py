@@ -93,11 +93,17 @@ class PublicKey(abc.ABC):
         """``a`` made ready for the coordinator to decrypt as an aggregate (the loss).
 
         The result decrypts to ``a``'s values and to nothing else. Packed backends may keep the
-        partial sums of :meth:`dot_columns` unreduced until here (CKKS folds them with
-        rotations only once, however many products were added); a decryption of the unreduced
-        form would show those partial sums. :meth:`mask` prepares on its own. Default: ``a``.
+        partial sums of :meth:`dot_columns` unreduced until here (CKKS blinds them once,
+        however many products were added); a decryption of the unreduced form would show those
+        partial sums. :meth:`mask` prepares on its own. Default: ``a``.
         """
         return a
+
+    def encrypt_total(self, value: float) -> CiphertextVector:
+        """Fresh encryption of one total (an epoch's sum) to be added to :meth:`dot_columns`
+        results. Packed backends spread it over their blocks, so that no slot holds it alone
+        and its size is divided among them. Default: ``encrypt([value])``."""
+        return self.encrypt([value])
 
     @abc.abstractmethod
     def rerandomize(self, a: CiphertextVector) -> CiphertextVector:

@@ -29,10 +29,13 @@ decryption (layout ``b``):
   it); each slot's partial sum is hidden by ``s_bj`` (its centred part; statistical distance at
   most ``sum_b |v_bj - mean| / 2^(k+1)``, the total at most ``|g_j| / 2^41``). The slot blinds
   stay this small so that decoding 4096 slots as float64 and summing them (``math.fsum``) keeps
-  about ``2^-11`` absolute precision: the decoding error of a slot grows with the largest value
+  about ``2^-10`` absolute precision: the decoding error of a slot grows with the largest value
   in the ciphertext, and the block sum adds ``per`` of them.
 * :meth:`CKKSPublicKey.prepare_decryption` (the loss) adds the same ``s_bj - mean_b s_bj``
   with ``rho = 0``: the block sums are the values, no slot shows a partial sum.
+  :meth:`CKKSPublicKey.encrypt_total` spreads a total over column 0 of every block.
+* These are statistical bounds per column and round (``docs/security.md``): far weaker than
+  Paillier's masks in ``Z_n``.
 * The secret key refuses unblinded unreduced vectors: their slots are partial sums.
 
 Safety the backend enforces:
@@ -54,6 +57,7 @@ Safety the backend enforces:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import math
 import os
@@ -85,7 +89,7 @@ SCALE_BITS = 40
 COEFF_BITS = (60, 40, 40, 60)
 MASK_BITS = 40
 #: Per-slot blinds of unreduced vectors are 2^b with 2^b * sqrt(blocks) = 2^BLIND_BUDGET_BITS:
-#: the float64 error of a block sum grows with both (about 2^-11 absolute; see above).
+#: the float64 error of a block sum grows with both (about 2^-10 absolute; see above).
 BLIND_BUDGET_BITS = 37
 #: Largest magnitude any encrypted value may reach (float64 keeps ~2^-13 absolute precision).
 MAX_ABS = 2.0**41
@@ -100,24 +104,40 @@ _CT_HEADER = struct.Struct(">2sBcHIBHd8s")  # tag, version, layout, width, size,
 _MP_HEADER = struct.Struct(">2sBI")
 
 
-_scratch_lock = threading.Lock()
-_scratch: tuple[int, str] | None = None  # (pid, private directory) of this process
+class _Scratch:
+    """This process's and thread's scratch file (SEAL's bindings save and load through paths).
+
+    Where the system allows, the file is anonymous (``memfd_create``, reached through
+    ``/proc/self/fd``): nothing is left behind, even by a worker that exits without running
+    ``atexit`` handlers, and the descriptor closes with its thread. Otherwise one file per
+    process and thread in a private (0700) directory. The files hold public material only.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.fd: int | None = None
+        if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+            self.fd = os.memfd_create("vfl-ckks", os.MFD_CLOEXEC)
+            self.path = f"/proc/self/fd/{self.fd}"
+        else:
+            directory = tempfile.mkdtemp(prefix="vfl-ckks-", dir=_TMP_DIR)
+            atexit.register(shutil.rmtree, directory, True)
+            self.path = os.path.join(directory, "scratch")
+
+    def __del__(self) -> None:
+        if self.fd is not None and self.pid == os.getpid():
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+
+
+_scratch = threading.local()
 
 
 def _scratch_path() -> str:
-    """This thread's scratch file in a private (0700) directory of this process.
-
-    SEAL's bindings save and load through file paths only; reusing one file per thread saves a
-    ``mkstemp`` and an ``unlink`` per ciphertext. The files hold public material only.
-    """
-    global _scratch
-    with _scratch_lock:
-        if _scratch is None or _scratch[0] != os.getpid():  # a child made by fork gets its own
-            directory = tempfile.mkdtemp(prefix="vfl-ckks-", dir=_TMP_DIR)
-            atexit.register(shutil.rmtree, directory, True)
-            _scratch = (os.getpid(), directory)
-        directory = _scratch[1]
-    return os.path.join(directory, str(threading.get_ident()))
+    current = getattr(_scratch, "file", None)
+    if current is None or current.pid != os.getpid():  # a child made by fork gets its own
+        current = _scratch.file = _Scratch()
+    return str(current.path)
 
 
 def _save(obj: Any) -> bytes:
@@ -398,9 +418,11 @@ class CKKSPublicKey(PublicKey):
 
     def _layout_slots(self, values: np.ndarray, layout: str, n_cts: int) -> list[np.ndarray]:
         """Slot arrays, one per ciphertext, for ``values`` in ``layout``."""
-        if layout == "u":  # value j is the sum of slot j over the blocks: put it in block 0
+        if layout == "u":  # value j is the sum of slot j over the blocks: spread it over them
             slots = np.zeros(self.slots)
-            slots[: values.size] = values
+            per_block = np.zeros(self.width)
+            per_block[: values.size] = values / self._per
+            slots[: self._per * self.width] = np.tile(per_block, self._per)
             return [slots]
         out = []
         for k in range(n_cts):
@@ -450,6 +472,20 @@ class CKKSPublicKey(PublicKey):
         self._zeros.want(0, n_cts)
         cts = [self._encrypt_slots(s, 0) for s in self._layout_slots(array, "r", n_cts)]
         return self._wrap(cts, array.size, "r", 0, bound)
+
+    def encrypt_total(self, value: float) -> CKKSCiphertextVector:
+        """An unreduced size-1 vector: ``value / per`` in column 0 of every block."""
+        array = self._finite([value], "the total to encrypt")
+        bound = abs(float(array[0]))
+        if bound / self._per > MAX_INPUT_ABS or bound > MAX_ABS:
+            raise ParameterError(
+                f"a total of {bound:.3g} exceeds the CKKS precision budget "
+                f"({min(MAX_INPUT_ABS * self._per, MAX_ABS):.3g})"
+            )
+        slots = np.zeros(self.slots)
+        slots[: self._per * self.width : self.width] = array[0] / self._per
+        self._zeros.want(0, 1)
+        return self._wrap([self._encrypt_slots(slots, 0)], 1, "u", 0, bound)
 
     def _compatible(self, a: CKKSCiphertextVector, b: CKKSCiphertextVector) -> None:
         same = a.layout == b.layout and a.size == b.size and len(a.cts) == len(b.cts)

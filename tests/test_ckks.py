@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import struct
+import time
 
 import numpy as np
 import pandas as pd
@@ -11,8 +13,8 @@ import pytest
 import tenseal.sealapi as seal
 
 from protocols.backend import SecretKey
-from protocols.ckks import CKKSBackend, CKKSPublicKey
-from protocols.errors import DecryptionError, LocalProtocolError
+from protocols.ckks import CKKSBackend, CKKSPublicKey, _load, _save
+from protocols.errors import DecryptionError, LocalProtocolError, RemoteProtocolError
 from protocols.transport import InMemoryTransport
 from tests.reference import build_session, make_blocks, taylor_train
 from vfl import VerticalLogisticRegression
@@ -106,18 +108,24 @@ def test_precision_budget_is_enforced():
     big = pk.encrypt(np.full(512, 1e6))
     with pytest.raises(ValueError, match="precision budget"):
         pk.dot_columns(np.full((512, 4), 1e4), big)
+    # totals are spread over the 1024 blocks: 1e7 is fine, 2^45 is not
+    assert pk.encrypt_total(1e7).size == 1
+    with pytest.raises(ValueError, match="precision budget"):
+        pk.encrypt_total(2.0**45)
 
 
-def _loss_like(pk, rng):
-    """An epoch loss as the active party builds it: two batches' products plus two scalars."""
+def _loss_like(pk, rng, scalar=None):
+    """An epoch loss as the active party builds it: two batches' products plus two totals
+    (``scalar`` adds them another way, for controls)."""
     scores = [rng.normal(size=300), rng.normal(size=280)]
     coefficients = [rng.normal(size=300), rng.normal(size=280)]
     total = None
     for u, c in zip(scores, coefficients):
         product = pk.dot_columns(c[:, None], pk.encrypt(u))
         total = product if total is None else pk.add(total, product)
-    squares, own = 7.25, -3.5
-    total = pk.add(pk.add(total, pk.encrypt([squares])), pk.encrypt([own]))
+    squares, own = 7.25e6, -3.5  # an epoch's squared sum can be large
+    encrypt = scalar or pk.encrypt_total
+    total = pk.add(pk.add(total, encrypt(squares)), encrypt(own))
     value = sum(float(c @ u) for u, c in zip(scores, coefficients)) + squares + own
     return total, value, squares + own
 
@@ -149,54 +157,149 @@ def _block_sums(pk, slots):
     return np.array([math.fsum(blocks[:, j]) for j in range(pk.width)])
 
 
+def _every_slot_hidden(blinded, bare):
+    """Each slot the coordinator decrypts differs from the bare (unblinded) one: blinds are
+    uniform of size about 2^33, so one within 0.01 of zero has probability about 2^-40."""
+    return bool(np.all(np.abs(blinded - bare) > 1e-2))
+
+
+def _bare_block_zero(original):
+    """Control: blinds that leave block 0 bare (moved onto block 1: the sums are unchanged)."""
+
+    def blinds(self, rho):
+        slots, sums = original(self, rho)
+        slots[self.width : 2 * self.width] += slots[: self.width]
+        slots[: self.width] = 0.0
+        return slots, sums
+
+    return blinds
+
+
 def test_a_prepared_loss_shows_nothing_but_its_value(monkeypatch):
-    # What the coordinator can read from the loss it decrypts: every slot is blinded, and the
-    # block sums are the loss (column 0) and zeros: neither a batch's partial sums nor the
-    # passive parties' squared sums appear on their own.
-    sk = CKKSBackend().generate_secret_key(0, vector_width=4)
+    # What the coordinator can read from the loss it decrypts: every slot is blinded (the tail
+    # slots past the last whole block too: width 14 leaves 8), and the block sums are the loss
+    # (column 0) and zeros. No batch's partial sum, no party's squared sum shows on its own.
+    sk = CKKSBackend().generate_secret_key(0, vector_width=14)
     pk = sk.public_key
     total, value, scalars = _loss_like(pk, np.random.default_rng(5))
+    assert pk.slots % pk.width
+    bare = _every_slot(sk, total)
     slots = _every_slot(sk, pk.prepare_decryption(total))
-    assert np.mean(np.abs(slots) < 2.0**24) < 0.01
-    np.testing.assert_allclose(_block_sums(pk, slots), [value, 0, 0, 0], atol=1e-3)
-    # control 1: unblinded, the same slots show the products' partial sums
-    raw = _every_slot(sk, total)
-    assert np.mean(np.abs(raw) < 2.0**24) > 0.5
+    assert _every_slot_hidden(slots, bare)
+    np.testing.assert_allclose(_block_sums(pk, slots), [value] + [0] * 13, atol=1e-3)
+    # totals are spread over the blocks: no slot of the bare vector holds them alone
+    assert np.max(np.abs(bare)) < abs(scalars) / 100
+    # control 1: blinds that leave one block bare are caught
+    monkeypatch.setattr(CKKSPublicKey, "_blinds", _bare_block_zero(CKKSPublicKey._blinds))
+    assert not _every_slot_hidden(_every_slot(sk, pk.prepare_decryption(total)), bare)
+    monkeypatch.undo()
 
-    # control 2: adding a replicated scalar as it is (lifted by ones, not the unit vector)
-    # puts the scalars alone in columns 1.. of the block sums, and the check sees it
+    # control 2: replicated scalars lifted by ones (not the unit vector) land in columns 1..
+    # of the block sums as well; with the unit vector they do not
     def lift_by_ones(self, a):
         if a.layout == "u":
             return a
         ct = self._times_ones(a.cts[0])
         return self._wrap([ct], 1, "u", a.depth + 1, a.bound)
 
+    small, _, small_scalars = _loss_like(
+        pk, np.random.default_rng(5), scalar=lambda v: pk.encrypt([v / 1e6])
+    )
+    sums = _block_sums(pk, _every_slot(sk, pk.prepare_decryption(small)))
+    np.testing.assert_allclose(sums[1:], 0.0, atol=1e-3)
     monkeypatch.setattr(CKKSPublicKey, "_unreduced", lift_by_ones)
-    leaky, _, _ = _loss_like(pk, np.random.default_rng(5))
+    leaky, _, _ = _loss_like(pk, np.random.default_rng(5), scalar=lambda v: pk.encrypt([v / 1e6]))
     sums = _block_sums(pk, _every_slot(sk, pk.prepare_decryption(leaky)))
-    np.testing.assert_allclose(sums[1:], scalars, atol=1e-3)
+    assert np.all(np.abs(sums[1:]) > 1.0)
 
 
-def test_masks_hide_every_slot_the_coordinator_decrypts():
+def test_masks_hide_every_slot_the_coordinator_decrypts(monkeypatch):
     # Replicated vectors: every copy of value i (its block) gets one mask, or the coordinator
     # could average the copies. Unreduced products: every slot blinded, the block sums masked.
-    sk = CKKSBackend().generate_secret_key(0, vector_width=4)
+    sk = CKKSBackend().generate_secret_key(0, vector_width=14)
     pk = sk.public_key
     x = np.arange(10.0)
     masked, mask = pk.mask(pk.encrypt(x))
-    blocks = _every_slot(sk, masked).reshape(-1, pk.width)[: x.size]
+    blocks = _every_slot(sk, masked)[: pk.slots // pk.width * pk.width]
+    blocks = blocks.reshape(-1, pk.width)[: x.size]
     assert np.allclose(blocks, blocks[:, :1], rtol=0, atol=1e-2)  # one mask per block
     assert np.min(np.abs(blocks[:, 0] - x)) > 1e3
     np.testing.assert_allclose(pk.unmask(sk.decrypt_masked(masked), mask), x, atol=2e-3)
     matrix = np.ones((10, 3))
     product = pk.dot_columns(matrix, pk.encrypt(x))
+    bare = _every_slot(sk, product)
     masked, mask = pk.mask(product)
     slots = _every_slot(sk, masked)
-    assert np.mean(np.abs(slots) < 2.0**24) < 0.01
+    assert _every_slot_hidden(slots, bare)
     assert np.min(np.abs(_block_sums(pk, slots)[:3] - matrix.T @ x)) > 1e3
     np.testing.assert_allclose(pk.unmask(sk.decrypt_masked(masked), mask), matrix.T @ x, atol=2e-3)
     with pytest.raises(LocalProtocolError):  # masked vectors are final
         pk.add(masked, masked)
+    # control: a mask that leaves one block bare is caught
+    monkeypatch.setattr(CKKSPublicKey, "_blinds", _bare_block_zero(CKKSPublicKey._blinds))
+    assert not _every_slot_hidden(_every_slot(sk, pk.mask(product)[0]), bare)
+
+
+def test_each_stored_zero_is_used_once():
+    # Two encryptions that share an encryption of zero differ by a transparent ciphertext (its
+    # plaintext readable under any key). Encryptions drawn from the worker pool's store never do.
+    from protocols.paillier import parallelism
+
+    sk = CKKSBackend().generate_secret_key(0, vector_width=4)
+    pk = sk.public_key
+
+    def shares_a_zero(a, b):
+        out = seal.Ciphertext()
+        with contextlib.suppress(ValueError, RuntimeError):  # SEAL complains after writing
+            pk._evaluator.sub(a, b, out)
+        return out.is_transparent()
+
+    with parallelism(2):
+        pk.precompute_zeros(16)
+        deadline = time.monotonic() + 60
+        while pk.zeros_available < 16 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pk.zeros_available >= 16
+        cts = [pk._encrypt_slots(np.full(pk.slots, float(i)), 0) for i in range(16)]
+    assert not any(shares_a_zero(a, b) for i, a in enumerate(cts) for b in cts[i + 1 :])
+    # control: the check sees a shared zero
+    blob = _save(pk._zero(0))
+    twins = []
+    for value in (1.0, 2.0):
+        ct = seal.Ciphertext()
+        _load(ct, pk._context, blob, "zero")
+        ct.scale = pk._scale(0)
+        pk._evaluator.add_plain_inplace(
+            ct, pk._encode(np.full(pk.slots, value), ct.parms_id(), ct.scale)
+        )
+        twins.append(ct)
+    assert shares_a_zero(*twins)
+
+
+def test_coordinator_refuses_an_unblinded_gradient_before_changing_state():
+    # A packed gradient sent without its mask would show the coordinator partial sums; the
+    # coordinator decrypts on receipt, so the refusal is the sender's protocol error.
+    from protocols.wire import Envelope
+    from tests.test_roles import _same, _snapshot
+    from vfl.messages import MaskedGradient
+
+    blocks, y = make_blocks(300, {"bank": 3, "retailer": 2})
+    roles, plan, _ = build_session(blocks, y, ("retailer",), backend="ckks")
+    coordinator = roles["c"]
+    coordinator.start()
+    key = coordinator.public_key
+    rows = plan.batch_indices(0, 0)
+    design = np.hstack([blocks["bank"][rows], np.ones((rows.size, 1))])  # with the intercept
+    padded = key.dot_columns(design, key.encrypt(np.ones(rows.size)))
+    assert padded.size == plan.gradient_size("bank")
+    before = _snapshot(coordinator)
+    forged = MaskedGradient(values=key.ciphertext_to_bytes(padded))
+    with pytest.raises(RemoteProtocolError, match="unreduced"):
+        coordinator.handle("bank", Envelope(coordinator.session_id, 1, forged))
+    assert _same(before, _snapshot(coordinator))
+    # the genuine (masked) gradient is accepted afterwards
+    genuine = MaskedGradient(values=key.ciphertext_to_bytes(key.mask(padded)[0]))
+    assert coordinator.handle("bank", Envelope(coordinator.session_id, 1, genuine)) == []
 
 
 def test_estimator_with_ckks_end_to_end():

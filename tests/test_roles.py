@@ -302,6 +302,35 @@ def test_epoch_aggregates_are_refused_before_the_epoch_ends(small_keys):
     coordinator = roles["c"]
     loss = EncryptedLoss(value=key.ciphertext_to_bytes(key.mul_plain(key.encrypt([1.0]), [1.0])))
     before = _snapshot(coordinator)
-    with pytest.raises(RemoteProtocolError, match="EncryptedLoss"):
+    with pytest.raises(RemoteProtocolError, match="from nobody"):
         coordinator.handle("bank", Envelope(envelope.session_id, envelope.round_index, loss))
     assert _same(before, _snapshot(coordinator))
+
+
+def test_closing_batch_failure_leaves_the_active_party_unchanged(small_keys, monkeypatch):
+    # The epoch's last batch adds the squared sums and the own loss term; if that fails, the
+    # active party must be exactly as before the message (then accept it once fixed).
+    roles, plan, transport = _started(("retailer",))
+    last = plan.batches_per_epoch - 1
+    name, sender, envelope = _deliver_until(
+        roles,
+        transport,
+        lambda r, e: (
+            r == "bank"
+            and isinstance(e.message, EncryptedPartialScores)
+            and e.round_index == 1 + last
+        ),
+    )
+    bank = roles["bank"]
+    key = bank.public_key
+
+    def refuse(value):
+        raise ParameterError("total too large")
+
+    monkeypatch.setattr(key, "encrypt_total", refuse)
+    before = _snapshot(bank)
+    with pytest.raises(ParameterError, match="too large"):
+        bank.handle(sender, envelope)
+    assert _same(before, _snapshot(bank))
+    monkeypatch.undo()
+    assert any(isinstance(o.message, EncryptedLoss) for o in bank.handle(sender, envelope))

@@ -298,8 +298,10 @@ def test_masked_gradient_slots_are_masked_ckks(run):
         (masked,) = _ckks_slots(secret_key, key.ciphertext_from_bytes(message.values))
         sums = _block_sums(masked, key.width)[: gradient.size]
         assert np.min(np.abs(sums - gradient)) > 1e3  # round 1: far from the true gradient
-        # control: the same reads on the unmasked product show its partial sums and the gradient
+        # every slot differs from the bare partial sums it hides (a blind within 0.01 of zero
+        # has probability about 2^-40); the same reads on the bare product show the gradient
         (product,) = _ckks_slots(secret_key, key.dot_columns(design, key.encrypt(residual)))
+        assert np.all(np.abs(masked - product) > 1e-2)
         assert not _slots_blinded(product)
         np.testing.assert_allclose(
             _block_sums(product, key.width)[: gradient.size], gradient, atol=1e-3

@@ -23,20 +23,27 @@ and ``i`` returns, in the epoch's last batch, one ciphertext ``[[sum_s u_i,s * U
 the epoch.
 
 The loss is an epoch aggregate, not one per batch: the coordinator learns less, and packed
-backends reduce (rotate) the encrypted sum once per epoch instead of once per batch.
+backends blind the encrypted sum once per epoch instead of once per batch.
 """
 
 from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from protocols import get_backend
 from protocols.backend import CiphertextVector, Mask, PublicKey, SecretKey
-from protocols.errors import LocalProtocolError, ParameterError, RemoteProtocolError
+from protocols.errors import (
+    DecryptionError,
+    LocalProtocolError,
+    ParameterError,
+    RemoteProtocolError,
+)
 from protocols.wire import Envelope, Message
 from vfl.messages import (
     EncryptedCrossTerm,
@@ -57,6 +64,7 @@ __all__ = ["Outgoing", "Coordinator", "ActiveParty", "PassiveParty"]
 _LOG2 = math.log(2.0)
 #: Plaintext multiplications a ciphertext has been through, per field (pins the scale/level).
 FRESH, PRODUCT = 0, 1
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -291,7 +299,7 @@ class PassiveParty(_Party):
             key = self._key()
             scores = self._scores(rows)
             square_sum = self._square_sum + float(scores @ scores)
-            squared = key.ciphertext_to_bytes(key.encrypt([square_sum])) if closing else b""
+            squared = key.ciphertext_to_bytes(key.encrypt_total(square_sum)) if closing else b""
             scores_message = EncryptedPartialScores(
                 scores=key.ciphertext_to_bytes(key.encrypt(scores)), squared_sum=squared
             )
@@ -386,24 +394,22 @@ class ActiveParty(_Party):
             if len(partial) < len(self.plan.passives):
                 self._partial = partial
                 return []
-            out, loss, own_loss = self._residual_round(partial)  # may raise: commit afterwards
-            self._partial = partial
-            if not self._closing:
-                self._loss, self._own_loss = loss, own_loss
-                self.state = _State.WAIT_GRADIENT
-                return out
-            key = self._key()
-            for _, square in partial.values():
-                assert square is not None
-                loss = key.add(loss, square)
-            loss = key.add(loss, key.encrypt([own_loss]))
-            self._loss, self._own_loss = None, 0.0
-            if len(self.plan.passives) > 1:
-                self._loss = loss
-                self.state = _State.WAIT_CROSS
-                return out
-            self.state = _State.WAIT_GRADIENT
-            return [*out, self._loss_message(loss)]
+            # everything that may raise comes first; state changes only afterwards
+            out, loss, own_loss, mask = self._residual_round(partial)
+            waits_for_cross = self._closing and len(self.plan.passives) > 1
+            if self._closing:
+                key = self._key()
+                for _, square in partial.values():
+                    assert square is not None
+                    loss = key.add(loss, square)
+                loss = key.add(loss, key.encrypt_total(own_loss))
+                if not waits_for_cross:
+                    out = [*out, self._loss_message(loss)]
+            self._partial, self._mask = partial, mask
+            self._loss = loss if not self._closing or waits_for_cross else None
+            self._own_loss = 0.0 if self._closing else own_loss
+            self.state = _State.WAIT_CROSS if waits_for_cross else _State.WAIT_GRADIENT
+            return out
         if self.state is _State.WAIT_CROSS:
             pending = tuple(p for p in self.plan.passives[:-1] if p not in self._cross)
             self._expect(sender, envelope, (EncryptedCrossTerm,), pending, self.round_index)
@@ -419,10 +425,11 @@ class ActiveParty(_Party):
             loss = self._loss
             for value in cross.values():
                 loss = key.add(loss, key.add(value, value))  # cross terms appear twice in z^2
+            message_out = self._loss_message(loss)
             self._cross = cross
             self._loss = None
             self.state = _State.WAIT_GRADIENT
-            return [self._loss_message(loss)]
+            return [message_out]
         raise self._reject(sender, envelope, "no message is expected")
 
     def _loss_message(self, loss: CiphertextVector) -> Outgoing:
@@ -438,9 +445,10 @@ class ActiveParty(_Party):
 
     def _residual_round(
         self, partial: dict[str, tuple[CiphertextVector, CiphertextVector | None]]
-    ) -> tuple[list[Outgoing], CiphertextVector, float]:
-        """Residual to every passive party, own masked gradient, and the epoch's loss so far
-        (the encrypted part, unreduced, and the plaintext part of our own scores)."""
+    ) -> tuple[list[Outgoing], CiphertextVector, float, Mask]:
+        """Residual to every passive party, own masked gradient (and its mask), and the epoch's
+        loss so far (the encrypted part, unreduced, and the plaintext part of our own scores).
+        Changes no state."""
         key = self._key()
         rows = self._batch
         own = self._scores(rows)
@@ -472,15 +480,16 @@ class ActiveParty(_Party):
         if self._loss is not None:
             loss = key.add(self._loss, loss)
         own_loss = self._own_loss + float(np.sum(8.0 * _LOG2 - 4.0 * signed * own + own * own))
-        self._mask = mask
-        return out, loss, own_loss
+        return out, loss, own_loss, mask
 
 
 class Coordinator(_Role):
     """Holds the secret key; decrypts only masked gradients and the epoch's aggregate loss.
 
-    It never sees a weight, a feature or a label, and every gradient it decrypts is masked by a
-    value uniform in the plaintext space.
+    It never sees a weight, a feature or a label, and every gradient it decrypts is masked (by a
+    value uniform in Z_n with Paillier; statistically with CKKS, see ``docs/security.md``). It
+    decrypts each vector on receipt, so a vector its key refuses is rejected before any state
+    changes.
     """
 
     plan: TrainingPlan
@@ -499,8 +508,8 @@ class Coordinator(_Role):
         self.session_id = session_id
         self.state = _State.IDLE
         self.history: list[float] = []
-        self._gradients: dict[str, CiphertextVector] = {}
-        self._loss: CiphertextVector | None = None
+        self._gradients: dict[str, bytes] = {}  # masked decryptions, ready to return
+        self._loss: float | None = None  # the epoch's mean loss, decrypted
         self._epoch = 0
         self._batch = 0
         self.n_iter = 0
@@ -538,32 +547,42 @@ class Coordinator(_Role):
             # the size is pinned by the plan: a party cannot have a residual vector decrypted
             size = self.plan.gradient_size(sender)
             gradient = self._load_ciphertext(sender, envelope, message.values, size, PRODUCT)
-            self._gradients = {**self._gradients, sender: gradient}
+            released = self._decrypt(sender, envelope, self._secret_key.decrypt_masked, gradient)
+            self._gradients = {**self._gradients, sender: released}
         else:
             # the loss is an epoch aggregate: it comes only with the epoch's last batch
             closing = self.plan.closes_epoch(self._batch)
             senders = (self.plan.active,) if closing and self._loss is None else ()
             self._expect(sender, envelope, (EncryptedLoss,), senders, self.round_index)
             assert isinstance(message, EncryptedLoss)
-            self._loss = self._load_ciphertext(sender, envelope, message.value, 1, PRODUCT)
+            loss = self._load_ciphertext(sender, envelope, message.value, 1, PRODUCT)
+            total = self._decrypt(sender, envelope, self._secret_key.decrypt, loss)
+            self._loss = float(total[0]) / (8.0 * self.plan.n_samples)  # every sample once
         if len(self._gradients) < len(self.plan.parties):
             return []
         if self.plan.closes_epoch(self._batch) and self._loss is None:
             return []
         return self._finish_round()
 
+    def _decrypt(
+        self,
+        sender: str,
+        envelope: Envelope,
+        decrypt: Callable[[CiphertextVector], _T],
+        vector: CiphertextVector,
+    ) -> _T:
+        """Decrypt on receipt, so that a vector the key refuses (say, an unblinded packed one)
+        is the sender's protocol error and changes nothing here."""
+        try:
+            return decrypt(vector)
+        except DecryptionError as exc:
+            raise self._reject(sender, envelope, str(exc)) from None
+
     def _finish_round(self) -> list[Outgoing]:
-        epoch_loss = 0.0
-        if self._loss is not None:  # every epoch covers every sample once
-            epoch_loss = float(self._secret_key.decrypt(self._loss)[0])
-            epoch_loss /= 8.0 * self.plan.n_samples
+        epoch_loss = self._loss if self._loss is not None else 0.0
         out = [
-            Outgoing(
-                party,
-                MaskedGradientDecryption(values=self._secret_key.decrypt_masked(gradient)),
-                self.round_index,
-            )
-            for party, gradient in self._gradients.items()
+            Outgoing(party, MaskedGradientDecryption(values=payload), self.round_index)
+            for party, payload in self._gradients.items()
         ]
         self.completed_rounds += 1
         self._batch += 1
