@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import os
 import threading
 import weakref
@@ -73,19 +72,35 @@ class ZeroStore:
             return
         with self._lock:
             self._reserve[depth] = min(MAX_RESERVE, max(self._reserve[depth], 4 * count))
-        self._top_up(depth)
+        self._top_up()
 
-    def _top_up(self, depth: int) -> None:
+    def _plan(self) -> list[int]:
+        """Depths to submit a task for now, neediest first (call with the lock held)."""
+        # one task in flight per worker but one: the calling process keeps a core for itself
+        free = max(1, get_n_jobs() - 1) - sum(self._pending)
+        shortfall = {
+            depth: reserve - len(stored) - self._pending[depth] * CHUNK
+            for depth, (reserve, stored) in enumerate(zip(self._reserve, self._store))
+        }
+        plan = []
+        while free > 0:
+            depth = max(shortfall, key=lambda d: shortfall[d] / max(1, self._reserve[d]))
+            if shortfall[depth] <= 0:
+                break
+            plan.append(depth)
+            shortfall[depth] -= CHUNK
+            free -= 1
+        for depth in plan:
+            self._pending[depth] += 1
+        return plan
+
+    def _top_up(self) -> None:
         executor = _executor()
         if executor is None:
             return
-        # one task in flight per worker but one: the calling process keeps a core for itself
-        limit = max(1, get_n_jobs() - 1)
         with self._lock:
-            deficit = self._reserve[depth] - len(self._store[depth]) - self._pending[depth] * CHUNK
-            tasks = min(limit - sum(self._pending), max(0, math.ceil(deficit / CHUNK)))
-            self._pending[depth] += max(0, tasks)
-        for _ in range(max(0, tasks)):
+            plan = self._plan()
+        for depth in plan:
             try:
                 future = executor.submit(_task_zeros, self.key_blob, depth, CHUNK)
             except RuntimeError:  # the pool is shutting down
@@ -102,7 +117,7 @@ class ZeroStore:
             self._pending[depth] -= 1
             self._store[depth].extend(blobs)
         if blobs:
-            self._top_up(depth)
+            self._top_up()
 
 
 def _landed(ref: weakref.ReferenceType[ZeroStore], depth: int, future: Future[list[bytes]]) -> None:

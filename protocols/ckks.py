@@ -133,26 +133,36 @@ class _Scratch:
 _scratch = threading.local()
 
 
-def _scratch_path() -> str:
-    current = getattr(_scratch, "file", None)
+def _scratch_file() -> _Scratch:
+    current: _Scratch | None = getattr(_scratch, "file", None)
     if current is None or current.pid != os.getpid():  # a child made by fork gets its own
         current = _scratch.file = _Scratch()
-    return str(current.path)
+    return current
+
+
+def _scratch_path() -> str:
+    return str(_scratch_file().path)
 
 
 def _save(obj: Any) -> bytes:
-    path = _scratch_path()
-    obj.save(path)
-    with open(path, "rb") as handle:
+    scratch = _scratch_file()
+    obj.save(scratch.path)
+    if scratch.fd is not None:  # read the anonymous file through its descriptor: no open()
+        return os.pread(scratch.fd, os.fstat(scratch.fd).st_size, 0)
+    with open(scratch.path, "rb") as handle:
         return handle.read()
 
 
 def _load(obj: Any, context: Any, data: bytes, what: str) -> None:
-    path = _scratch_path()
+    scratch = _scratch_file()
     try:
-        with open(path, "wb") as handle:
-            handle.write(data)
-        obj.load(context, path) if context is not None else obj.load(path)
+        if scratch.fd is not None:  # cut what a longer earlier blob left: SEAL must not read it
+            os.pwrite(scratch.fd, data, 0)
+            os.ftruncate(scratch.fd, len(data))
+        else:
+            with open(scratch.path, "wb") as handle:
+                handle.write(data)
+        obj.load(context, scratch.path) if context is not None else obj.load(scratch.path)
     except (RuntimeError, ValueError, TypeError) as exc:
         raise RemoteProtocolError(f"malformed CKKS {what} ({type(exc).__name__})") from None
 

@@ -312,3 +312,22 @@ def test_estimator_with_ckks_end_to_end():
     x = {k: model.models_[k].features(f) for k, f in frames.items()}
     z = sum(x[k] @ model.coef_[k] for k in x) + model.intercept_
     np.testing.assert_allclose(proba, 1 / (1 + np.exp(-z)), atol=1e-3)
+
+
+def test_a_short_blob_cannot_borrow_an_earlier_blobs_bytes():
+    # Blobs reach SEAL through one reused scratch file: a blob cut short (its SEAL header still
+    # claiming the full size) must fail, not be completed from what the previous load left.
+    sk = CKKSBackend().generate_secret_key(0, vector_width=4)
+    pk = sk.public_key
+    data = pk.ciphertext_to_bytes(pk.encrypt(np.arange(8.0)))
+    header = struct.calcsize(">2sBcHIBHd8s")
+    (length,) = struct.unpack_from(">I", data, header)
+    cut = length - 1000
+    short = data[:header] + struct.pack(">I", cut) + data[header + 4 : header + 4 + cut]
+    pk.ciphertext_from_bytes(data)  # leaves a full blob in the scratch file
+    with pytest.raises(RemoteProtocolError):
+        pk.ciphertext_from_bytes(short)
+    # control: the intact bytes still load and decrypt
+    np.testing.assert_allclose(
+        sk.decrypt(pk.ciphertext_from_bytes(data)), np.arange(8.0), atol=1e-3
+    )

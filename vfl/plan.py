@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -45,11 +46,20 @@ def minibatches(seed: int, n_samples: int, batch_size: int, epoch: int) -> list[
     ``max(1, n_samples // batch_size)`` nearly equal sorted chunks.
 
     Remainder rows are spread over the batches, so no batch is smaller than ``batch_size``
-    (a small last batch would weaken the label-leak guard).
+    (a small last batch would weaken the label-leak guard). The arrays are read-only (cached:
+    every role asks for every batch).
     """
+    return list(_minibatches(seed, n_samples, batch_size, epoch))
+
+
+@functools.lru_cache(maxsize=16)
+def _minibatches(seed: int, n_samples: int, batch_size: int, epoch: int) -> tuple[np.ndarray, ...]:
     n_batches = max(1, n_samples // batch_size)
     order = np.random.default_rng([seed, epoch]).permutation(n_samples)
-    return [np.sort(chunk) for chunk in np.array_split(order, n_batches)]
+    batches = tuple(np.sort(chunk) for chunk in np.array_split(order, n_batches))
+    for rows in batches:
+        rows.setflags(write=False)
+    return batches
 
 
 def _check_names(names: tuple[str, ...]) -> None:
