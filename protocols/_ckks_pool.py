@@ -23,9 +23,12 @@ from collections import OrderedDict, deque
 from concurrent.futures import Future
 from typing import Any
 
+import tenseal.sealapi as seal
+
+from protocols._ckks_io import _load, _save
 from protocols._paillier_pool import _executor, get_n_jobs
 
-__all__ = ["ZeroStore"]
+__all__ = ["ZeroStore", "store_for"]
 
 #: Zeros per worker task (about 35 ms of work at N = 8192: long enough to pay for the trip).
 CHUNK = 8
@@ -102,7 +105,7 @@ class ZeroStore:
             plan = self._plan()
         for depth in plan:
             try:
-                future = executor.submit(_task_zeros, self.key_blob, depth, CHUNK)
+                future = executor.submit(_task_zeros, self.key_blob, len(self._store), depth, CHUNK)
             except RuntimeError:  # the pool is shutting down
                 with self._lock:
                     self._pending[depth] -= 1
@@ -126,16 +129,53 @@ def _landed(ref: weakref.ReferenceType[ZeroStore], depth: int, future: Future[li
         store._landed(depth, future)
 
 
+class _EncryptOnlyKey:
+    """Parameters and public key only: what a worker needs to make encryptions of zero."""
+
+    def __init__(self, params_bytes: bytes, public_bytes: bytes, depths: int) -> None:
+        parms = seal.EncryptionParameters(seal.SCHEME_TYPE.CKKS)
+        _load(parms, None, params_bytes, "parameters")
+        self.context = seal.SEALContext(parms, True, seal.SEC_LEVEL_TYPE.TC128)
+        public = seal.PublicKey()
+        _load(public, self.context, public_bytes, "public key")
+        self.encryptor = seal.Encryptor(self.context, public)
+        self.parms_ids = []
+        data = self.context.first_context_data()
+        for _ in range(depths):
+            self.parms_ids.append(data.parms_id())
+            data = data.next_context_data()
+
+    def zero(self, depth: int) -> Any:
+        ct = seal.Ciphertext()
+        self.encryptor.encrypt_zero(self.parms_ids[depth], ct)
+        return ct
+
+    def zero_bytes(self, depth: int) -> bytes:
+        return _save(self.zero(depth))
+
+
+_STORES: weakref.WeakValueDictionary[bytes, ZeroStore] = weakref.WeakValueDictionary()
+_STORES_LOCK = threading.Lock()
+
+
+def store_for(fingerprint: bytes, key_blob: tuple[bytes, bytes], depths: int) -> ZeroStore:
+    """One store of zeros per public key and process (each role decodes its own key copy)."""
+    with _STORES_LOCK:
+        store = _STORES.get(fingerprint)
+        if store is None:
+            store = ZeroStore(key_blob, depths)
+            _STORES[fingerprint] = store
+        return store
+
+
 # -- worker side --------------------------------------------------------------------------------
-_worker_keys: OrderedDict[tuple[bytes, bytes], Any] = OrderedDict()
+_worker_keys: OrderedDict[tuple[bytes, bytes], _EncryptOnlyKey] = OrderedDict()
 
 
-def _worker_key(key_blob: tuple[bytes, bytes]) -> Any:
-    from protocols.ckks import _EncryptOnlyKey  # the worker imports the backend lazily
-
+def _worker_key(key_blob: tuple[bytes, bytes], depths: int) -> _EncryptOnlyKey:
     key = _worker_keys.get(key_blob)
     if key is None:
-        key = _EncryptOnlyKey(*key_blob)
+        key = _EncryptOnlyKey(*key_blob, depths)
         _worker_keys[key_blob] = key
         while len(_worker_keys) > _WORKER_KEYS:
             _worker_keys.popitem(last=False)
@@ -143,7 +183,7 @@ def _worker_key(key_blob: tuple[bytes, bytes]) -> Any:
     return key
 
 
-def _task_zeros(key_blob: tuple[bytes, bytes], depth: int, count: int) -> list[bytes]:
+def _task_zeros(key_blob: tuple[bytes, bytes], depths: int, depth: int, count: int) -> list[bytes]:
     """Worker: ``count`` serialised encryptions of zero at ``depth``."""
-    key = _worker_key(key_blob)
+    key = _worker_key(key_blob, depths)
     return [key.zero_bytes(depth) for _ in range(count)]

@@ -56,17 +56,10 @@ Safety the backend enforces:
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import hashlib
 import math
-import os
 import secrets
-import shutil
 import struct
-import tempfile
-import threading
-import weakref
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -74,7 +67,8 @@ import numpy as np
 import tenseal.sealapi as seal
 from numpy.typing import ArrayLike
 
-from protocols._ckks_pool import ZeroStore
+from protocols._ckks_io import _blobs, _load, _save, _unblob
+from protocols._ckks_pool import store_for
 from protocols.backend import Backend, CiphertextVector, Mask, PublicKey, SecretKey
 from protocols.errors import (
     DecryptionError,
@@ -98,93 +92,9 @@ MAX_INPUT_ABS = 2.0**20
 FLOOD_SIGMA = 2.0**-12
 ROUND_TO = 2.0**-16
 _MAX_DEPTH = len(COEFF_BITS) - 2
-_TMP_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
 _PK_HEADER = struct.Struct(">2sBHH")  # tag, version, log2 N, width
 _CT_HEADER = struct.Struct(">2sBcHIBHd8s")  # tag, version, layout, width, size, depth, n, bound, fp
 _MP_HEADER = struct.Struct(">2sBI")
-
-
-class _Scratch:
-    """This process's and thread's scratch file (SEAL's bindings save and load through paths).
-
-    Where the system allows, the file is anonymous (``memfd_create``, reached through
-    ``/proc/self/fd``): nothing is left behind, even by a worker that exits without running
-    ``atexit`` handlers, and the descriptor closes with its thread. Otherwise one file per
-    process and thread in a private (0700) directory. The files hold public material only.
-    """
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self.fd: int | None = None
-        if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
-            self.fd = os.memfd_create("vfl-ckks", os.MFD_CLOEXEC)
-            self.path = f"/proc/self/fd/{self.fd}"
-        else:
-            directory = tempfile.mkdtemp(prefix="vfl-ckks-", dir=_TMP_DIR)
-            atexit.register(shutil.rmtree, directory, True)
-            self.path = os.path.join(directory, "scratch")
-
-    def __del__(self) -> None:
-        if self.fd is not None and self.pid == os.getpid():
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-
-
-_scratch = threading.local()
-
-
-def _scratch_file() -> _Scratch:
-    current: _Scratch | None = getattr(_scratch, "file", None)
-    if current is None or current.pid != os.getpid():  # a child made by fork gets its own
-        current = _scratch.file = _Scratch()
-    return current
-
-
-def _scratch_path() -> str:
-    return str(_scratch_file().path)
-
-
-def _save(obj: Any) -> bytes:
-    scratch = _scratch_file()
-    obj.save(scratch.path)
-    if scratch.fd is not None:  # read the anonymous file through its descriptor: no open()
-        return os.pread(scratch.fd, os.fstat(scratch.fd).st_size, 0)
-    with open(scratch.path, "rb") as handle:
-        return handle.read()
-
-
-def _load(obj: Any, context: Any, data: bytes, what: str) -> None:
-    scratch = _scratch_file()
-    try:
-        if scratch.fd is not None:  # cut what a longer earlier blob left: SEAL must not read it
-            os.pwrite(scratch.fd, data, 0)
-            os.ftruncate(scratch.fd, len(data))
-        else:
-            with open(scratch.path, "wb") as handle:
-                handle.write(data)
-        obj.load(context, scratch.path) if context is not None else obj.load(scratch.path)
-    except (RuntimeError, ValueError, TypeError) as exc:
-        raise RemoteProtocolError(f"malformed CKKS {what} ({type(exc).__name__})") from None
-
-
-def _blobs(*parts: bytes) -> bytes:
-    return b"".join(struct.pack(">I", len(p)) + p for p in parts)
-
-
-def _unblob(data: bytes, offset: int, count: int, what: str) -> list[bytes]:
-    out = []
-    for _ in range(count):
-        if offset + 4 > len(data):
-            raise RemoteProtocolError(f"CKKS {what} is truncated")
-        (length,) = struct.unpack_from(">I", data, offset)
-        offset += 4
-        if offset + length > len(data):
-            raise RemoteProtocolError(f"CKKS {what} is truncated")
-        out.append(data[offset : offset + length])
-        offset += length
-    if offset != len(data):
-        raise RemoteProtocolError(f"CKKS {what} has trailing bytes")
-    return out
 
 
 def _degree_for(width: int) -> int:
@@ -202,45 +112,6 @@ def _params(degree: int) -> Any:
     parms.set_poly_modulus_degree(degree)
     parms.set_coeff_modulus(seal.CoeffModulus.Create(degree, list(COEFF_BITS)))
     return parms
-
-
-class _EncryptOnlyKey:
-    """Parameters and public key only: what a worker needs to make encryptions of zero."""
-
-    def __init__(self, params_bytes: bytes, public_bytes: bytes) -> None:
-        parms = seal.EncryptionParameters(seal.SCHEME_TYPE.CKKS)
-        _load(parms, None, params_bytes, "parameters")
-        self.context = seal.SEALContext(parms, True, seal.SEC_LEVEL_TYPE.TC128)
-        public = seal.PublicKey()
-        _load(public, self.context, public_bytes, "public key")
-        self.encryptor = seal.Encryptor(self.context, public)
-        self.parms_ids = []
-        data = self.context.first_context_data()
-        for _ in range(_MAX_DEPTH + 1):
-            self.parms_ids.append(data.parms_id())
-            data = data.next_context_data()
-
-    def zero(self, depth: int) -> Any:
-        ct = seal.Ciphertext()
-        self.encryptor.encrypt_zero(self.parms_ids[depth], ct)
-        return ct
-
-    def zero_bytes(self, depth: int) -> bytes:
-        return _save(self.zero(depth))
-
-
-_STORES: weakref.WeakValueDictionary[bytes, ZeroStore] = weakref.WeakValueDictionary()
-_STORES_LOCK = threading.Lock()
-
-
-def _store_for(fingerprint: bytes, key_blob: tuple[bytes, bytes]) -> ZeroStore:
-    """One store of zeros per public key and process (each role decodes its own key copy)."""
-    with _STORES_LOCK:
-        store = _STORES.get(fingerprint)
-        if store is None:
-            store = ZeroStore(key_blob, _MAX_DEPTH + 1)
-            _STORES[fingerprint] = store
-        return store
 
 
 class CKKSCiphertextVector(CiphertextVector):
@@ -321,7 +192,7 @@ class CKKSPublicKey(PublicKey):
         for _ in range(_MAX_DEPTH + 1):
             self._parms_ids.append(data.parms_id())
             data = data.next_context_data()
-        self._zeros = _store_for(self.fingerprint, (params_bytes, public_bytes))
+        self._zeros = store_for(self.fingerprint, (params_bytes, public_bytes), _MAX_DEPTH + 1)
         self._capacity_bits = [sum(COEFF_BITS[: len(COEFF_BITS) - 1 - d]) for d in range(3)]
         self._scales = self._measure_scales()
 
