@@ -29,7 +29,9 @@ class _Scratch:
     Where the system allows, the file is anonymous (``memfd_create``, reached through
     ``/proc/self/fd``): nothing is left behind, even by a worker that exits without running
     ``atexit`` handlers, and the descriptor closes with its thread. Otherwise one file per
-    process and thread in a private (0700) directory. The files hold public material only.
+    thread in one private (0700) directory per process, removed with its thread and the
+    directory at exit (a worker that exits without ``atexit`` leaves its directory behind).
+    The files hold public material only.
     """
 
     def __init__(self) -> None:
@@ -39,14 +41,30 @@ class _Scratch:
             self.fd = os.memfd_create("vfl-ckks", os.MFD_CLOEXEC)
             self.path = f"/proc/self/fd/{self.fd}"
         else:
-            directory = tempfile.mkdtemp(prefix="vfl-ckks-", dir=_TMP_DIR)
-            atexit.register(shutil.rmtree, directory, True)
-            self.path = os.path.join(directory, "scratch")
+            self.path = os.path.join(_process_directory(), str(threading.get_ident()))
 
     def __del__(self) -> None:
-        if self.fd is not None and self.pid == os.getpid():
-            with contextlib.suppress(OSError):
+        if self.pid != os.getpid():  # a forked child's inherited copy: the parent's to close
+            return
+        with contextlib.suppress(OSError):
+            if self.fd is not None:
                 os.close(self.fd)
+            else:
+                os.unlink(self.path)
+
+
+_directory: tuple[int, str] | None = None
+_directory_lock = threading.Lock()
+
+
+def _process_directory() -> str:
+    global _directory
+    with _directory_lock:
+        if _directory is None or _directory[0] != os.getpid():
+            path = tempfile.mkdtemp(prefix="vfl-ckks-", dir=_TMP_DIR)
+            atexit.register(shutil.rmtree, path, True)
+            _directory = (os.getpid(), path)
+        return _directory[1]
 
 
 _scratch = threading.local()
@@ -62,21 +80,31 @@ def _scratch_file() -> _Scratch:
 def _save(obj: Any) -> bytes:
     scratch = _scratch_file()
     obj.save(scratch.path)
-    if scratch.fd is not None:  # read the anonymous file through its descriptor: no open()
-        return os.pread(scratch.fd, os.fstat(scratch.fd).st_size, 0)
-    with open(scratch.path, "rb") as handle:
-        return handle.read()
+    if scratch.fd is None:
+        with open(scratch.path, "rb") as handle:
+            return handle.read()
+    size = os.fstat(scratch.fd).st_size  # read through the descriptor: no open()
+    parts, offset = [], 0
+    while offset < size:  # pread may return less than asked
+        part = os.pread(scratch.fd, size - offset, offset)
+        if not part:
+            break
+        parts.append(part)
+        offset += len(part)
+    return b"".join(parts)
 
 
 def _load(obj: Any, context: Any, data: bytes, what: str) -> None:
     scratch = _scratch_file()
     try:
-        if scratch.fd is not None:  # cut what a longer earlier blob left: SEAL must not read it
-            os.pwrite(scratch.fd, data, 0)
-            os.ftruncate(scratch.fd, len(data))
-        else:
+        if scratch.fd is None:
             with open(scratch.path, "wb") as handle:
                 handle.write(data)
+        else:  # empty first: SEAL must never read what a longer earlier blob left
+            os.ftruncate(scratch.fd, 0)
+            view, offset = memoryview(data), 0
+            while offset < len(data):  # pwrite may write less than asked
+                offset += os.pwrite(scratch.fd, view[offset:], offset)
         obj.load(context, scratch.path) if context is not None else obj.load(scratch.path)
     except (RuntimeError, ValueError, TypeError) as exc:
         raise RemoteProtocolError(f"malformed CKKS {what} ({type(exc).__name__})") from None

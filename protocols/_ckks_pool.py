@@ -20,11 +20,12 @@ import os
 import threading
 import weakref
 from collections import OrderedDict, deque
-from concurrent.futures import Future
+from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
 import tenseal.sealapi as seal
 
+from protocols import _paillier_pool as _shared_pool
 from protocols._ckks_io import _load, _save
 from protocols._paillier_pool import _executor, get_n_jobs
 
@@ -53,17 +54,22 @@ class ZeroStore:
         self._pending = [0] * depths
         self._reserve = [0] * depths
 
+    def _forked(self) -> None:
+        """In a child made by fork: forget the parent's zeros and tasks (call with the lock)."""
+        if self._pid != os.getpid():  # the child must never reuse its parent's zeros
+            self._pid = os.getpid()
+            for stored in self._store:
+                stored.clear()
+            self._pending = [0] * len(self._pending)
+
     def available(self, depth: int) -> int:
         with self._lock:
+            self._forked()
             return len(self._store[depth])
 
     def take(self, depth: int) -> bytes | None:
         with self._lock:
-            if self._pid != os.getpid():  # a forked child must not reuse its parent's zeros
-                self._pid = os.getpid()
-                for stored in self._store:
-                    stored.clear()
-                self._pending = [0] * len(self._pending)
+            self._forked()
             return self._store[depth].popleft() if self._store[depth] else None
 
     def want(self, depth: int, count: int) -> None:
@@ -74,8 +80,9 @@ class ZeroStore:
         if get_n_jobs() <= 1:
             return
         with self._lock:
+            self._forked()
             self._reserve[depth] = min(MAX_RESERVE, max(self._reserve[depth], 4 * count))
-        self._top_up()
+        self._top_up(_executor())  # a foreground call may start the pool
 
     def _plan(self) -> list[int]:
         """Depths to submit a task for now, neediest first (call with the lock held)."""
@@ -97,8 +104,7 @@ class ZeroStore:
             self._pending[depth] += 1
         return plan
 
-    def _top_up(self) -> None:
-        executor = _executor()
+    def _top_up(self, executor: ProcessPoolExecutor | None) -> None:
         if executor is None:
             return
         with self._lock:
@@ -119,8 +125,8 @@ class ZeroStore:
         with self._lock:
             self._pending[depth] -= 1
             self._store[depth].extend(blobs)
-        if blobs:
-            self._top_up()
+        if blobs:  # chained refills use the running pool only: never restart a shut-down one
+            self._top_up(_shared_pool._pool)
 
 
 def _landed(ref: weakref.ReferenceType[ZeroStore], depth: int, future: Future[list[bytes]]) -> None:

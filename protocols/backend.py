@@ -18,7 +18,18 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["CiphertextVector", "Mask", "PublicKey", "SecretKey", "Backend"]
+from protocols.errors import LocalProtocolError
+
+__all__ = ["CiphertextVector", "Mask", "PublicKey", "SecretKey", "Backend", "KINDS"]
+
+#: What made a received ciphertext: ``encrypt`` and sums or re-randomisations of such vectors;
+#: ``encrypt_total``/``dot_columns`` and sums of them; ``mask``; ``prepare_decryption``.
+KINDS = ("vector", "total", "masked", "prepared")
+
+
+def check_kind(kind: str | None) -> None:
+    if kind is not None and kind not in KINDS:
+        raise LocalProtocolError(f"kind must be one of {KINDS}, got {kind!r}")
 
 
 class CiphertextVector(abc.ABC):
@@ -125,12 +136,16 @@ class PublicKey(abc.ABC):
     def ciphertext_to_bytes(self, a: CiphertextVector) -> bytes: ...
 
     @abc.abstractmethod
-    def ciphertext_from_bytes(self, data: bytes, *, depth: int | None = None) -> CiphertextVector:
+    def ciphertext_from_bytes(
+        self, data: bytes, *, depth: int | None = None, kind: str | None = None
+    ) -> CiphertextVector:
         """Strict decoding; raises ``RemoteProtocolError`` on malformed input.
 
         ``depth`` pins how many plaintext multiplications (``mul_plain``/``dot_columns``) the
         ciphertext may have gone through (0: fresh encryptions and sums of them); a peer cannot
-        then choose the fixed-point scale (Paillier) or level (CKKS) it sends.
+        then choose the fixed-point scale (Paillier) or level (CKKS) it sends. ``kind`` (one of
+        :data:`KINDS`) pins what made it, so that a vector of the wrong form is refused on
+        receipt, as the sender's error, rather than in a later operation.
         """
 
 

@@ -43,7 +43,8 @@ Safety the backend enforces:
 * Magnitudes are tracked (an upper bound per vector, part of its serialisation) and checked
   against the precision budget: a value that would outgrow the modulus left at its level (CKKS
   then decrypts garbage without error) or lose float64 precision raises ``ParameterError``.
-* Every slot the coordinator can decrypt is masked or blinded; the copies that the replicated
+* Every slot the coordinator can decrypt that holds a value is masked or blinded (the padding
+  past the last value of a replicated vector holds zeros); the copies that the replicated
   layout keeps of one value get one mask (independent masks on copies could be averaged away).
 * Before the coordinator releases a decryption it adds Gaussian noise (sigma ``2^-12``) and
   rounds to ``2^-16`` (Li and Micciancio, EUROCRYPT 2021: exact CKKS decryptions of known
@@ -69,7 +70,14 @@ from numpy.typing import ArrayLike
 
 from protocols._ckks_io import _blobs, _load, _save, _unblob
 from protocols._ckks_pool import store_for
-from protocols.backend import Backend, CiphertextVector, Mask, PublicKey, SecretKey
+from protocols.backend import (
+    Backend,
+    CiphertextVector,
+    Mask,
+    PublicKey,
+    SecretKey,
+    check_kind,
+)
 from protocols.errors import (
     DecryptionError,
     LocalProtocolError,
@@ -95,6 +103,8 @@ _MAX_DEPTH = len(COEFF_BITS) - 2
 _PK_HEADER = struct.Struct(">2sBHH")  # tag, version, log2 N, width
 _CT_HEADER = struct.Struct(">2sBcHIBHd8s")  # tag, version, layout, width, size, depth, n, bound, fp
 _MP_HEADER = struct.Struct(">2sBI")
+#: Layouts each kind of received vector may have (see :data:`protocols.backend.KINDS`).
+_LAYOUTS_OF_KIND = {"vector": "r", "total": "u", "masked": "rb", "prepared": "rb"}
 
 
 def _degree_for(width: int) -> int:
@@ -260,7 +270,8 @@ class CKKSPublicKey(PublicKey):
         return ct
 
     def precompute_zeros(self, count: int, depth: int = 0) -> None:
-        """Ask the worker pool to keep about ``2 * count`` encryptions of zero ready.
+        """Ask the worker pool to keep about ``4 * count`` encryptions of zero ready (at most
+        ``protocols._ckks_pool.MAX_RESERVE`` per depth).
 
         Encryptions ask for themselves; this is for callers that know what comes next.
         """
@@ -355,14 +366,14 @@ class CKKSPublicKey(PublicKey):
         return self._wrap(cts, array.size, "r", 0, bound)
 
     def encrypt_total(self, value: float) -> CKKSCiphertextVector:
-        """An unreduced size-1 vector: ``value / per`` in column 0 of every block."""
+        """An unreduced size-1 vector: ``value / per`` in column 0 of every block.
+
+        Totals are only ever added (never multiplied), so the bound is the precision budget
+        (``MAX_ABS``), not the input limit of :meth:`encrypt`.
+        """
         array = self._finite([value], "the total to encrypt")
         bound = abs(float(array[0]))
-        if bound / self._per > MAX_INPUT_ABS or bound > MAX_ABS:
-            raise ParameterError(
-                f"a total of {bound:.3g} exceeds the CKKS precision budget "
-                f"({min(MAX_INPUT_ABS * self._per, MAX_ABS):.3g})"
-            )
+        self._check_bound(bound, 0, "a total")
         slots = np.zeros(self.slots)
         slots[: self._per * self.width : self.width] = array[0] / self._per
         self._zeros.want(0, 1)
@@ -591,8 +602,9 @@ class CKKSPublicKey(PublicKey):
         return header + _blobs(*(_save(ct) for ct in a.cts))
 
     def ciphertext_from_bytes(
-        self, data: bytes, *, depth: int | None = None
+        self, data: bytes, *, depth: int | None = None, kind: str | None = None
     ) -> CKKSCiphertextVector:
+        check_kind(kind)
         if len(data) < _CT_HEADER.size:
             raise RemoteProtocolError("CKKS ciphertext vector is truncated")
         tag, version, layout, width, size, got_depth, n_cts, bound, fingerprint = (
@@ -604,6 +616,10 @@ class CKKSPublicKey(PublicKey):
             raise RemoteProtocolError("ciphertext was made under a different CKKS key")
         if depth is not None and got_depth != depth:
             raise RemoteProtocolError(f"ciphertext has depth {got_depth}, expected {depth}")
+        if kind is not None and layout.decode() not in _LAYOUTS_OF_KIND[kind]:
+            raise RemoteProtocolError(
+                f"a CKKS {kind} vector cannot have layout {layout.decode()!r}"
+            )
         if got_depth > _MAX_DEPTH or n_cts != self._n_cts(size, layout.decode()):
             raise RemoteProtocolError("CKKS ciphertext vector has an inconsistent shape")
         if layout != b"r" and size > self.width:

@@ -79,7 +79,14 @@ from protocols._paillier_pool import (
     set_n_jobs,
 )
 from protocols._paillier_pool import shutdown as shutdown_workers
-from protocols.backend import Backend, CiphertextVector, Mask, PublicKey, SecretKey
+from protocols.backend import (
+    Backend,
+    CiphertextVector,
+    Mask,
+    PublicKey,
+    SecretKey,
+    check_kind,
+)
 from protocols.errors import (
     DecryptionError,
     InsecureParametersError,
@@ -578,11 +585,14 @@ class PaillierPublicKey(PublicKey):
         return header + b"".join([c.to_bytes(width, "big") for c in a.values])
 
     def ciphertext_from_bytes(
-        self, data: bytes, *, depth: int | None = None
+        self, data: bytes, *, depth: int | None = None, kind: str | None = None
     ) -> PaillierCiphertextVector:
+        check_kind(kind)
         if len(data) < 2:
             raise RemoteProtocolError("Paillier ciphertext vector is truncated")
         if data[:2] == b"PP":
+            if kind not in (None, "masked"):
+                raise RemoteProtocolError(f"a packed Paillier vector cannot be a {kind} vector")
             return self._packed_from_bytes(data, depth)
         if len(data) < _CT_HEADER.size:
             raise RemoteProtocolError("Paillier ciphertext vector is truncated")

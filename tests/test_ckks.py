@@ -260,7 +260,18 @@ def test_each_stored_zero_is_used_once():
         while pk.zeros_available < 16 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert pk.zeros_available >= 16
+        served = []
+        take = pk._zeros.take
+
+        def counting_take(depth):
+            blob = take(depth)
+            served.append(blob is not None)
+            return blob
+
+        pk._zeros.take = counting_take
         cts = [pk._encrypt_slots(np.full(pk.slots, float(i)), 0) for i in range(16)]
+        del pk._zeros.take
+    assert served == [True] * 16  # every one of them came from the store
     assert not any(shares_a_zero(a, b) for i, a in enumerate(cts) for b in cts[i + 1 :])
     # control: the check sees a shared zero
     blob = _save(pk._zero(0))
@@ -294,7 +305,7 @@ def test_coordinator_refuses_an_unblinded_gradient_before_changing_state():
     assert padded.size == plan.gradient_size("bank")
     before = _snapshot(coordinator)
     forged = MaskedGradient(values=key.ciphertext_to_bytes(padded))
-    with pytest.raises(RemoteProtocolError, match="unreduced"):
+    with pytest.raises(RemoteProtocolError, match="'bank'.*cannot have layout 'u'"):
         coordinator.handle("bank", Envelope(coordinator.session_id, 1, forged))
     assert _same(before, _snapshot(coordinator))
     # the genuine (masked) gradient is accepted afterwards
@@ -331,3 +342,74 @@ def test_a_short_blob_cannot_borrow_an_earlier_blobs_bytes():
     np.testing.assert_allclose(
         sk.decrypt(pk.ciphertext_from_bytes(data)), np.arange(8.0), atol=1e-3
     )
+
+
+def test_received_vectors_of_the_wrong_form_are_refused_on_receipt():
+    # Each protocol field has one form (encrypted vector, total, masked, prepared); a vector of
+    # another form is the sender's protocol error when it arrives, not a failure later.
+    sk = CKKSBackend().generate_secret_key(0, vector_width=4)
+    pk = sk.public_key
+    product = pk.dot_columns(np.ones((10, 2)), pk.encrypt(np.arange(10.0)))
+    forms = {
+        "vector": pk.encrypt(np.arange(3.0)),
+        "total": pk.encrypt_total(5.0),
+        "masked": pk.mask(product)[0],
+        "prepared": pk.prepare_decryption(product),
+    }
+    accepted = {
+        "vector": {"vector", "masked", "prepared"},  # a replicated vector may be masked
+        "total": {"total"},
+        "masked": {"masked", "prepared"},  # masked and prepared unreduced vectors are blinded
+        "prepared": {"masked", "prepared"},
+    }
+    for made, vector in forms.items():
+        data = pk.ciphertext_to_bytes(vector)
+        for kind in forms:
+            if kind in accepted[made]:
+                pk.ciphertext_from_bytes(data, kind=kind)
+            else:
+                with pytest.raises(RemoteProtocolError, match="cannot have layout"):
+                    pk.ciphertext_from_bytes(data, kind=kind)
+    with pytest.raises(LocalProtocolError):
+        pk.ciphertext_from_bytes(pk.ciphertext_to_bytes(forms["total"]), kind="loss")
+
+
+def test_a_squared_sum_of_the_wrong_form_is_the_senders_error():
+    from protocols.wire import Envelope
+    from tests.test_roles import _same, _snapshot
+    from vfl.messages import EncryptedPartialScores
+
+    blocks, y = make_blocks(300, {"bank": 3, "retailer": 2, "telco": 2})
+    roles, plan, _ = build_session(blocks, y, ("retailer", "telco"), backend="ckks", batch_size=300)
+    coordinator, bank = roles["c"], roles["bank"]
+    for item in coordinator.start():
+        if item.receiver == "bank":
+            bank.handle("c", Envelope(coordinator.session_id, item.round_index, item.message))
+    assert plan.batches_per_epoch == 1  # the only batch closes the epoch: squared sums due
+    key = bank.public_key
+    rows = plan.batch_indices(0, 0)
+    wrong = EncryptedPartialScores(
+        scores=key.ciphertext_to_bytes(key.encrypt(np.zeros(rows.size))),
+        squared_sum=key.ciphertext_to_bytes(key.encrypt([5.0])),  # a vector, not a total
+    )
+    before = _snapshot(bank)
+    with pytest.raises(RemoteProtocolError, match="'retailer'.*cannot have layout"):
+        bank.handle("retailer", Envelope(coordinator.session_id, 1, wrong))
+    assert _same(before, _snapshot(bank))
+
+
+def test_shutting_the_pool_down_is_final_while_refills_land():
+    # A refill that lands while the pool shuts down must not start a new pool.
+    from protocols import _paillier_pool
+    from protocols.paillier import parallelism, shutdown_workers
+
+    pk = CKKSBackend().generate_secret_key(0, vector_width=4).public_key
+    with parallelism(2):
+        pk.precompute_zeros(64)  # keeps a worker busy refilling
+        time.sleep(0.2)
+        shutdown_workers()
+        time.sleep(1.5)  # any chained refill has landed by now
+        assert _paillier_pool._pool is None
+        pk.precompute_zeros(4)  # a foreground request starts the pool again
+        assert _paillier_pool._pool is not None
+    shutdown_workers()

@@ -52,7 +52,7 @@ def minibatches(seed: int, n_samples: int, batch_size: int, epoch: int) -> list[
     return list(_minibatches(seed, n_samples, batch_size, epoch))
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=4)  # the roles only ever need the current epoch
 def _minibatches(seed: int, n_samples: int, batch_size: int, epoch: int) -> tuple[np.ndarray, ...]:
     n_batches = max(1, n_samples // batch_size)
     order = np.random.default_rng([seed, epoch]).permutation(n_samples)

@@ -138,9 +138,12 @@ class _Role:
         return self.public_key
 
     def _load_ciphertext(
-        self, sender: str, envelope: Envelope, data: bytes, size: int, depth: int
+        self, sender: str, envelope: Envelope, data: bytes, size: int, depth: int, kind: str
     ) -> CiphertextVector:
-        vector = self._key().ciphertext_from_bytes(data, depth=depth)
+        try:
+            vector = self._key().ciphertext_from_bytes(data, depth=depth, kind=kind)
+        except RemoteProtocolError as exc:  # name the sender and the message
+            raise self._reject(sender, envelope, str(exc)) from None
         if vector.size != size:
             raise self._reject(sender, envelope, f"expected {size} ciphertexts, got {vector.size}")
         return vector
@@ -315,10 +318,14 @@ class PassiveParty(_Party):
             message = envelope.message
             assert isinstance(message, EncryptedResidual)
             size = self._batch.size
-            residual = self._load_ciphertext(sender, envelope, message.residual, size, FRESH)
+            residual = self._load_ciphertext(
+                sender, envelope, message.residual, size, FRESH, "vector"
+            )
             later: CiphertextVector | None = None
             if self._sends_cross_term:
-                later = self._load_ciphertext(sender, envelope, message.later_scores, size, FRESH)
+                later = self._load_ciphertext(
+                    sender, envelope, message.later_scores, size, FRESH, "vector"
+                )
             elif message.later_scores:
                 raise self._reject(sender, envelope, "unexpected later_scores")
             gradient, mask = self._masked_gradient(self._batch, residual)
@@ -384,10 +391,12 @@ class ActiveParty(_Party):
             message = envelope.message
             assert isinstance(message, EncryptedPartialScores)
             size = self._batch.size
-            scores = self._load_ciphertext(sender, envelope, message.scores, size, FRESH)
+            scores = self._load_ciphertext(sender, envelope, message.scores, size, FRESH, "vector")
             squared: CiphertextVector | None = None
             if self._closing:
-                squared = self._load_ciphertext(sender, envelope, message.squared_sum, 1, FRESH)
+                squared = self._load_ciphertext(
+                    sender, envelope, message.squared_sum, 1, FRESH, "total"
+                )
             elif message.squared_sum:
                 raise self._reject(sender, envelope, "squared_sum before the epoch's last batch")
             partial = {**self._partial, sender: (scores, squared)}
@@ -415,7 +424,7 @@ class ActiveParty(_Party):
             self._expect(sender, envelope, (EncryptedCrossTerm,), pending, self.round_index)
             message = envelope.message
             assert isinstance(message, EncryptedCrossTerm)
-            term = self._load_ciphertext(sender, envelope, message.value, 1, PRODUCT)
+            term = self._load_ciphertext(sender, envelope, message.value, 1, PRODUCT, "total")
             cross = {**self._cross, sender: term}
             if len(cross) < len(self.plan.passives) - 1:
                 self._cross = cross
@@ -546,7 +555,9 @@ class Coordinator(_Role):
             self._expect(sender, envelope, (MaskedGradient,), pending, self.round_index)
             # the size is pinned by the plan: a party cannot have a residual vector decrypted
             size = self.plan.gradient_size(sender)
-            gradient = self._load_ciphertext(sender, envelope, message.values, size, PRODUCT)
+            gradient = self._load_ciphertext(
+                sender, envelope, message.values, size, PRODUCT, "masked"
+            )
             released = self._decrypt(sender, envelope, self._secret_key.decrypt_masked, gradient)
             self._gradients = {**self._gradients, sender: released}
         else:
@@ -555,7 +566,7 @@ class Coordinator(_Role):
             senders = (self.plan.active,) if closing and self._loss is None else ()
             self._expect(sender, envelope, (EncryptedLoss,), senders, self.round_index)
             assert isinstance(message, EncryptedLoss)
-            loss = self._load_ciphertext(sender, envelope, message.value, 1, PRODUCT)
+            loss = self._load_ciphertext(sender, envelope, message.value, 1, PRODUCT, "prepared")
             total = self._decrypt(sender, envelope, self._secret_key.decrypt, loss)
             self._loss = float(total[0]) / (8.0 * self.plan.n_samples)  # every sample once
         if len(self._gradients) < len(self.plan.parties):

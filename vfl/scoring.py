@@ -121,7 +121,7 @@ class ActiveScorer(_ScoringParty):
             if message.squared_sum:
                 raise self._reject(sender, envelope, "scoring carries no squared sum")
             scores = self._load_ciphertext(
-                sender, envelope, message.scores, self.plan.n_rows, FRESH
+                sender, envelope, message.scores, self.plan.n_rows, FRESH, "vector"
             )
             self._partial = {**self._partial, sender: scores}
             if len(self._partial) < len(self.plan.passives):
@@ -184,7 +184,7 @@ class ScoringCoordinator(_ScoringRole):
         self._expect(sender, envelope, (MaskedScores,), (self.plan.active,), 1)
         assert isinstance(envelope.message, MaskedScores)
         masked = self._load_ciphertext(
-            sender, envelope, envelope.message.values, self.plan.n_rows, FRESH
+            sender, envelope, envelope.message.values, self.plan.n_rows, FRESH, "masked"
         )
         self.state = _State.DONE
         reply = MaskedScoresDecryption(values=self._secret_key.decrypt_masked(masked))
