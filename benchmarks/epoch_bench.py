@@ -3,6 +3,7 @@
 Run from the repository root (the data folder sits beside the project)::
 
     python benchmarks/epoch_bench.py                        # 2048-bit, all cores, a few minutes
+    python benchmarks/epoch_bench.py --skip inline online phe --ckks-epochs 10   # CKKS only
     python benchmarks/epoch_bench.py --n-jobs 2 --epochs 3 --batches 2 --json /tmp/epoch.json
     python benchmarks/epoch_bench.py --quick                # CI speed: a few batches, scaled
 
@@ -373,7 +374,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/default_credit")
     parser.add_argument("--batches", type=int, default=2, help="batches timed for naive phe")
     parser.add_argument("--phe-rows", type=int, default=256, help="rows per naive phe batch")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs of each encrypted run")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs of each Paillier run")
+    parser.add_argument(
+        "--ckks-epochs", type=int, default=6, help="epochs of the CKKS run (cheap: more samples)"
+    )
     parser.add_argument("--n-jobs", type=int, default=None, help="worker processes (all cores)")
     parser.add_argument("--key-bits", type=int, default=2048)
     parser.add_argument("--quick", action="store_true", help="CI speed: 3 batches, scaled")
@@ -443,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
             run = run_encrypted(
                 "ckks",
                 data,
-                epochs=args.epochs,
+                epochs=args.ckks_epochs,
                 key_bits=0,
                 precompute=False,
                 max_batches=max_batches,
